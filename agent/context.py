@@ -1,0 +1,73 @@
+"""The runtime context: every knob of a run, with defaults that reproduce the paper.
+
+Passed as `graph.invoke(inputs, context=ZoomContext(...))`. Environment variables never override
+what a caller set here; the CLI reads the environment and fills these fields explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from langchain_core.language_models import BaseChatModel
+from zoom_refine.agent.prompts import PromptStyle
+from zoom_refine.tools.boxes import BoxFrame
+from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.settings import ImageSettings
+
+DEFAULT_MODEL = "hf:OpenGVLab/InternVL3-2B-hf"
+MAX_HOPS_LIMIT = 8
+
+BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
+
+PROMPT_FRAME: dict[PromptStyle, BoxFrame] = {"paper": "norm1", "internvl": "norm1000"}
+"""The box frame each prompt style asks for."""
+
+
+@dataclass(kw_only=True)
+class ZoomContext(ImageSettings):
+    """Settings of one Zoom-Refine run. Image and crop settings are inherited from ImageSettings."""
+
+    model: str | BaseChatModel = DEFAULT_MODEL
+    """A LangChain chat model, or a spec: `hf:<repo or path>`, `openai:<model>`, `provider:model`."""
+
+    base_url: str | None = None
+    """OpenAI-compatible server URL for `openai:` specs (vLLM, LMDeploy, `transformers serve`)."""
+
+    box_format: BoxFormat = "auto"
+    """Frame of the model's box numbers: `auto` detects it from the numbers (see
+    `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view)."""
+
+    prompt_style: PromptStyle = "paper"
+    """`paper`: boxes asked as fractions 0–1; `internvl`: InternVL's `<box>[[…]]</box>` 0–1000."""
+
+    max_hops: int = 1
+    """Most crops per question. 1 = the paper (localize, crop, refine: two model calls)."""
+
+    confidence_threshold: float = 0.7
+    """After a refine, zoom again (if hops remain) when the stated confidence is below this.
+    A reply with no confidence counts as sure (no further zoom)."""
+
+    max_new_tokens: int = 512
+    """Reply length limit for models loaded from a spec (ignored for a ready model object)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.max_hops <= MAX_HOPS_LIMIT:
+            raise InvalidInputError(
+                f"max_hops must be within 1..{MAX_HOPS_LIMIT}, got {self.max_hops}"
+            )
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise InvalidInputError(
+                f"confidence_threshold must be within 0..1, got {self.confidence_threshold}"
+            )
+
+    @property
+    def expected_box_frame(self) -> BoxFrame:
+        """The frame the prompt asks for; `auto` detection starts from it."""
+        return PROMPT_FRAME[self.prompt_style]
+
+    @property
+    def recursion_limit(self) -> int:
+        """A LangGraph recursion limit that admits `max_hops` zooms and nothing more."""
+        return 3 * self.max_hops + 4

@@ -1,0 +1,74 @@
+"""One function turns a model spec into a LangChain chat model; loaded models are cached.
+
+Specs:
+- `hf:<repo id or local path>`: our local transformers backend (InternVL3 `-hf` checkpoints…);
+- `openai:<model>`: `ChatOpenAI`, for OpenAI or any OpenAI-compatible server given `base_url`
+  (vLLM, LMDeploy, SGLang, `transformers serve`);
+- any other `provider:model`: LangChain's `init_chat_model` (needs the `langchain` package).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from zoom_refine.tools.errors import InvalidInputError
+
+BAD_SPEC = (
+    "model spec {spec!r} is not understood: use hf:<repo or path>, openai:<model> (with a base "
+    "URL for a local server) or provider:model"
+)
+NEEDS_LANGCHAIN = (
+    "model spec {spec!r} needs LangChain's init_chat_model: pip install langchain (and the "
+    "provider's package)"
+)
+NO_API_KEY = "EMPTY"
+"""Local OpenAI-compatible servers accept any key; the client library requires one."""
+
+_CACHE: dict[tuple[str, str | None, int], BaseChatModel] = {}
+_LOCK = threading.Lock()
+
+
+def load_chat_model(
+    spec: str, *, base_url: str | None = None, max_new_tokens: int = 512
+) -> BaseChatModel:
+    """The chat model for `spec`, created once per process and argument set.
+
+    Nothing is downloaded or loaded here for `hf:` specs: the local backend loads its weights
+    on its first call.
+    """
+    key = (spec, base_url, max_new_tokens)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _create(spec, base_url, max_new_tokens)
+        return _CACHE[key]
+
+
+def _create(spec: str, base_url: str | None, max_new_tokens: int) -> BaseChatModel:
+    provider, _, name = spec.partition(":")
+    if not name.strip():
+        raise InvalidInputError(BAD_SPEC.format(spec=spec))
+    if provider == "hf":
+        from zoom_refine.agent.local_model import LocalVisionChatModel
+
+        return LocalVisionChatModel(model_path=name, max_new_tokens=max_new_tokens)
+    if provider == "openai":
+        return _openai_model(name, base_url, max_new_tokens)
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError as error:
+        raise InvalidInputError(NEEDS_LANGCHAIN.format(spec=spec)) from error
+    return init_chat_model(spec, temperature=0, max_tokens=max_new_tokens)
+
+
+def _openai_model(name: str, base_url: str | None, max_new_tokens: int) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    options: dict[str, Any] = {"model": name, "temperature": 0, "max_tokens": max_new_tokens}
+    if base_url:
+        options["base_url"] = base_url
+        # A local server needs no real key; a hosted one reads OPENAI_API_KEY as usual.
+        options["api_key"] = os.environ.get("OPENAI_API_KEY") or NO_API_KEY
+    return ChatOpenAI(**options)

@@ -1,0 +1,68 @@
+"""The baseline: one direct answer on the downsampled image, no zoom (what Zoom-Refine must beat)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.parsing import parse_choice, parse_open_answer
+from zoom_refine.agent.prompts import baseline_prompt
+from zoom_refine.agent.state import (
+    InputState,
+    OutputState,
+    ZoomState,
+    check_question,
+    normalize_options,
+)
+from zoom_refine.graphs.calls import call_model, first_look, resolve_model, step_record
+from zoom_refine.tools.encoding import text_content_block
+
+
+def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
+    """Show the downsampled image with the question; parse one answer."""
+    context = runtime.context
+    question = check_question(state["question"])
+    options = normalize_options(state.get("options"))
+    look = first_look(state["image"], context)
+    prompt = HumanMessage(
+        content=[look.image_block, text_content_block(baseline_prompt(question, options))]
+    )
+    reply = call_model(resolve_model(context), [prompt])
+    answer = parse_choice(reply.text, options) if options else parse_open_answer(reply.text)
+    step = step_record(
+        "answer",
+        0,
+        reply,
+        view="img0",
+        answer=answer,
+        box=None,
+        box_frame=None,
+        confidence=None,
+        note=None if answer else "no answer in the reply",
+    )
+    return {
+        "messages": [prompt, AIMessage(content=reply.text)],
+        "views": [look.view.to_record()],
+        "image_sha256": look.image_sha256,
+        "answer": answer,
+        "initial_answer": answer,
+        "confidence": None,
+        "steps": [step],
+        "usage": reply.usage,
+        "stop_reason": "baseline",
+    }
+
+
+def build_baseline_graph(*, name: str = "baseline") -> CompiledStateGraph[Any, Any, Any, Any]:
+    """One node, same input and output schema as the Zoom-Refine graph."""
+    builder = StateGraph(
+        ZoomState, context_schema=ZoomContext, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("answer", answer_directly)
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    return builder.compile(name=name)

@@ -1,0 +1,102 @@
+"""Calling the node model and recording what happened, shared by every graph."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.conversation import to_model_messages
+from zoom_refine.agent.models import load_chat_model
+from zoom_refine.tools.boxes import Box
+from zoom_refine.tools.encoding import image_content_block
+from zoom_refine.tools.images import ImageSource, load_image
+from zoom_refine.tools.views import View, render_view
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's text, how long the call took, and the counters it reported."""
+
+    text: str
+    seconds: float
+    usage: dict[str, int]
+
+
+def resolve_model(context: ZoomContext) -> BaseChatModel:
+    """The context's model object, or the cached model its spec names."""
+    if isinstance(context.model, BaseChatModel):
+        return context.model
+    return load_chat_model(
+        context.model, base_url=context.base_url, max_new_tokens=context.max_new_tokens
+    )
+
+
+def call_model(model: BaseChatModel, log: Sequence[BaseMessage]) -> ModelReply:
+    """Send the conversation (as plain turns) and time the call."""
+    started = time.perf_counter()
+    reply = model.invoke(to_model_messages(log))
+    seconds = time.perf_counter() - started
+    return ModelReply(text=reply_text(reply), seconds=round(seconds, 4), usage=reply_usage(reply))
+
+
+def reply_text(reply: BaseMessage) -> str:
+    """The text of a reply whose content may be a string or a list of blocks."""
+    if isinstance(reply.content, str):
+        return reply.content
+    parts = [
+        block.get("text", "") if isinstance(block, dict) else str(block) for block in reply.content
+    ]
+    return "".join(str(part) for part in parts)
+
+
+def reply_usage(reply: BaseMessage) -> dict[str, int]:
+    """Counters for `usage`: one call, tokens where reported, vision tiles for local models."""
+    usage: dict[str, int] = {"model_calls": 1}
+    metadata = getattr(reply, "usage_metadata", None) or {}
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        if isinstance(metadata.get(key), int):
+            usage[key] = int(metadata[key])
+    tiles = reply.response_metadata.get("vision_tiles") if isinstance(reply, AIMessage) else None
+    if isinstance(tiles, int):
+        usage["vision_tiles"] = tiles
+    return usage
+
+
+def step_record(node: str, hop: int, reply: ModelReply, **parsed: Any) -> dict[str, Any]:
+    """One row of the trace: which node, what the model said, what we read from it."""
+    return {
+        "node": node,
+        "hop": hop,
+        "raw": reply.text,
+        **parsed,
+        "seconds": reply.seconds,
+        "usage": reply.usage,
+    }
+
+
+@dataclass(frozen=True)
+class FirstLook:
+    """The whole image as first shown: its view record data, the image block, the content hash."""
+
+    view: View
+    image_block: dict[str, Any]
+    image_sha256: str
+
+
+def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
+    """Load the input image and make view `img0`: the whole image, downsampled for the model."""
+    original = load_image(image, max_pixels=context.max_pixels)
+    view, shown = render_view(
+        original.image,
+        Box.full(original.size),
+        view_id="img0",
+        hop=0,
+        max_side=context.view_max_side,
+    )
+    block = image_content_block(shown, context.image_format, context.jpeg_quality)
+    return FirstLook(view=view, image_block=block, image_sha256=original.sha256)

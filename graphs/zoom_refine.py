@@ -1,0 +1,191 @@
+"""The Zoom-Refine graph: localize → crop → refine, and zoom again while unsure.
+
+    START → localize ─(box)→ crop → refine ─(unsure, hops left)→ localize …
+                └─(no box)→ END              └─(sure / out of hops)→ END
+
+`localize` shows the downsampled image and asks for a preliminary answer and a box; it emits the
+box as a `crop` tool call. `crop` is a ToolNode running the crop tool, which cuts the region from
+the full-resolution image. `refine` shows the crop and asks the model to re-check its answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.parsing import (
+    RawBox,
+    parse_box,
+    parse_choice,
+    parse_confidence,
+    parse_open_answer,
+)
+from zoom_refine.agent.prompts import localize_prompt, refine_prompt, zoom_again_prompt
+from zoom_refine.agent.state import (
+    InputState,
+    OutputState,
+    ZoomState,
+    check_question,
+    normalize_options,
+)
+from zoom_refine.graphs.calls import call_model, first_look, resolve_model, step_record
+from zoom_refine.tools.boxes import BoxFrame, detect_box_frame
+from zoom_refine.tools.crop_tool import CROP_TOOL_NAME, crop_tool
+from zoom_refine.tools.encoding import text_content_block
+from zoom_refine.tools.views import View
+
+
+def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
+    """Ask for an answer and a box: on the whole image first, inside the latest crop after."""
+    context = runtime.context
+    options = normalize_options(state.get("options"))
+    hop = state.get("hop", 0)
+    update: dict[str, Any] = {}
+    if hop == 0:
+        question = check_question(state["question"])
+        look = first_look(state["image"], context)
+        view = look.view
+        prompt = HumanMessage(
+            content=[
+                look.image_block,
+                text_content_block(localize_prompt(question, options, context.prompt_style)),
+            ]
+        )
+        update |= {"views": [view.to_record()], "image_sha256": look.image_sha256}
+    else:
+        view = View.from_record(state["views"][-1])
+        prompt = HumanMessage(content=zoom_again_prompt(options, context.prompt_style))
+
+    log = [*state.get("messages", []), prompt]
+    reply = call_model(resolve_model(context), log)
+    answer = _parse_answer(reply.text, options, rechecked=False)
+    box = parse_box(reply.text)
+    frame = _box_frame(box, context) if box else None
+    tool_calls = []
+    if box and frame:
+        args = {"image_id": view.id, "box": list(box), "box_format": frame}
+        tool_calls = [{"name": CROP_TOOL_NAME, "args": args, "id": f"crop-{hop + 1}"}]
+    step = step_record(
+        "localize",
+        hop,
+        reply,
+        view=view.id,
+        answer=answer,
+        box=list(box) if box else None,
+        box_frame=frame,
+        confidence=None,
+        note=None if box else "no box in the reply: keeping the answer, no zoom",
+    )
+    update |= {
+        "messages": [prompt, AIMessage(content=reply.text, tool_calls=tool_calls)],
+        "steps": [step],
+        "usage": reply.usage,
+    }
+    if hop == 0:
+        update |= {"initial_answer": answer, "answer": answer, "confidence": None}
+    if not box:
+        update["stop_reason"] = "no_box"
+    return update
+
+
+def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
+    """Show the crop and ask the model to re-check; keep the previous answer if none is parsed."""
+    context = runtime.context
+    result = state["messages"][-1]
+    if not isinstance(result, ToolMessage) or result.status == "error" or not result.artifact:
+        reason = result.content if isinstance(result, ToolMessage) else "no crop result"
+        return {"stop_reason": "crop_failed", "steps": [_crop_failure_step(state, str(reason))]}
+    view = View.from_record(result.artifact["view"])
+    options = normalize_options(state.get("options"))
+    previous = state.get("answer")
+    prompt = HumanMessage(content=refine_prompt(state["question"], options, previous))
+    reply = call_model(resolve_model(context), [*state["messages"], prompt])
+    parsed = _parse_answer(reply.text, options, rechecked=True)
+    confidence = parse_confidence(reply.text)
+    stop = _stop_reason(confidence, view.hop, context)
+    step = step_record(
+        "refine",
+        view.hop,
+        reply,
+        view=view.id,
+        answer=parsed,
+        box=None,
+        box_frame=None,
+        confidence=confidence,
+        note=None if parsed else "no answer in the reply: keeping the previous answer",
+    )
+    update: dict[str, Any] = {
+        "messages": [prompt, AIMessage(content=reply.text)],
+        "views": [view.to_record()],
+        "hop": view.hop,
+        "answer": parsed or previous,
+        "confidence": confidence,
+        "steps": [step],
+        "usage": reply.usage,
+    }
+    if stop:
+        update["stop_reason"] = stop
+    return update
+
+
+def _crop_failure_step(state: ZoomState, reason: str) -> dict[str, Any]:
+    return {"node": "crop", "hop": state.get("hop", 0) + 1, "raw": None, "note": reason}
+
+
+def _parse_answer(text: str, options: dict[str, str] | None, *, rechecked: bool) -> str | None:
+    if options:
+        return parse_choice(text, options, rechecked=rechecked)
+    return parse_open_answer(text, rechecked=rechecked)
+
+
+def _box_frame(box: RawBox, context: ZoomContext) -> BoxFrame:
+    if context.box_format != "auto":
+        return context.box_format
+    return detect_box_frame(box, context.expected_box_frame)
+
+
+def _stop_reason(confidence: float | None, hop: int, context: ZoomContext) -> str | None:
+    """None to zoom again; else why we stop. No stated confidence counts as sure."""
+    if confidence is None or confidence >= context.confidence_threshold:
+        return "confident"
+    if hop >= context.max_hops:
+        return "max_hops"
+    return None
+
+
+def route_after_localize(state: ZoomState) -> Literal["crop", "__end__"]:
+    """To the crop tool when the model gave a box, else stop with the answer we have."""
+    last = state["messages"][-1]
+    return "crop" if isinstance(last, AIMessage) and last.tool_calls else END
+
+
+def route_after_refine(state: ZoomState) -> Literal["localize", "__end__"]:
+    """Zoom again inside the crop while the model is unsure and hops remain."""
+    return END if state.get("stop_reason") else "localize"
+
+
+def build_graph(*, name: str = "zoom_refine") -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled Zoom-Refine graph. Invoke with `context=ZoomContext(...)` and
+    `config={"recursion_limit": context.recursion_limit}`; compile your own from
+    `build_builder()` to add a checkpointer."""
+    return build_builder().compile(name=name)
+
+
+def build_builder() -> StateGraph[Any, Any, Any, Any]:
+    """The uncompiled graph, for callers who compile it with a checkpointer or store."""
+    builder = StateGraph(
+        ZoomState, context_schema=ZoomContext, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("localize", localize)
+    builder.add_node("crop", ToolNode([crop_tool], name="crop"))
+    builder.add_node("refine", refine)
+    builder.add_edge(START, "localize")
+    builder.add_conditional_edges("localize", route_after_localize)
+    builder.add_edge("crop", "refine")
+    builder.add_conditional_edges("refine", route_after_refine)
+    return builder

@@ -1,0 +1,61 @@
+"""Scripted chat models for graph tests: they replay fixed replies and record every request."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from PIL import Image
+from pydantic import Field
+
+
+class ScriptedVisionModel(BaseChatModel):
+    """Replies with `replies` in order; `requests` holds each conversation it was sent."""
+
+    replies: list[str]
+    requests: list[list[BaseMessage]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-vision"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        index = len(self.requests)
+        self.requests.append(list(messages))
+        if index >= len(self.replies):
+            raise AssertionError(f"model called {index + 1} times; script has {len(self.replies)}")
+        reply = AIMessage(
+            content=self.replies[index],
+            usage_metadata={"input_tokens": 100, "output_tokens": 10, "total_tokens": 110},
+        )
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def images_in(message: BaseMessage) -> list[Image.Image]:
+    """Decode the base64 image blocks of a message, in order."""
+    blocks: Sequence[Any] = [] if isinstance(message.content, str) else message.content
+    return [
+        Image.open(io.BytesIO(base64.b64decode(block["base64"]))).convert("RGB")
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") == "image"
+    ]
+
+
+def texts_in(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "\n".join(
+        block["text"] for block in message.content if isinstance(block, dict) and block.get("type") == "text"
+    )

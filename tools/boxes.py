@@ -1,0 +1,135 @@
+"""Boxes and their coordinate frames.
+
+Internally a box is `Box(x1, y1, x2, y2)` in pixels of the **original image** (x right, y down,
+x2/y2 exclusive). Models speak other frames; each conversion below names the frame it reads:
+
+- `norm1`:    normalized 0–1 of the image the model was shown (the paper's prompt);
+- `norm1000`: normalized 0–1000 of the image shown (InternVL's `<box>`, Qwen3-VL);
+- `pixel`:    pixels of the image shown, at the size it was shown (Qwen2.5-VL).
+
+"The image shown" covers a *region* of the original (the full image, or a crop for nested zooms),
+so every conversion takes that region (a `Box` in original pixels) and lands in original pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+BoxFrame = Literal["norm1", "norm1000", "pixel"]
+"""The coordinate frame a model's box numbers are written in (see module docstring)."""
+
+BOX_FRAMES: tuple[BoxFrame, ...] = ("norm1", "norm1000", "pixel")
+
+FloatBox = tuple[float, float, float, float]
+"""(x1, y1, x2, y2) in original-image pixels, not yet rounded or clamped."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """An integer box in original-image pixels; x2/y2 exclusive, so width = x2 - x1."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+    @property
+    def width(self) -> int:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> int:
+        return self.y2 - self.y1
+
+    def as_list(self) -> list[int]:
+        """`[x1, y1, x2, y2]`, the form stored in graph state and traces."""
+        return [self.x1, self.y1, self.x2, self.y2]
+
+    @classmethod
+    def from_list(cls, values: Sequence[int]) -> Box:
+        x1, y1, x2, y2 = (int(v) for v in values)
+        return cls(x1, y1, x2, y2)
+
+    @classmethod
+    def full(cls, size: tuple[int, int]) -> Box:
+        """The box covering a whole image of `size` = (width, height)."""
+        return cls(0, 0, size[0], size[1])
+
+
+def box_norm1_to_pixels(box: Sequence[float], region: Box) -> FloatBox:
+    """A 0–1 box relative to `region` (the image shown) → original-image pixels."""
+    x1, y1, x2, y2 = box
+    return (
+        region.x1 + x1 * region.width,
+        region.y1 + y1 * region.height,
+        region.x1 + x2 * region.width,
+        region.y1 + y2 * region.height,
+    )
+
+
+def box_norm1000_to_pixels(box: Sequence[float], region: Box) -> FloatBox:
+    """A 0–1000 box relative to `region` (the image shown) → original-image pixels."""
+    return box_norm1_to_pixels([v / 1000.0 for v in box], region)
+
+
+def box_shown_pixels_to_pixels(
+    box: Sequence[float], region: Box, shown_size: tuple[int, int]
+) -> FloatBox:
+    """A box in pixels of the image as shown (`shown_size` = its width, height) → original pixels.
+
+    The shown image is `region` resized to `shown_size`, so pixels scale by region / shown.
+    """
+    shown_width, shown_height = shown_size
+    x1, y1, x2, y2 = box
+    return box_norm1_to_pixels(
+        [x1 / shown_width, y1 / shown_height, x2 / shown_width, y2 / shown_height], region
+    )
+
+
+def box_to_pixels(
+    box: Sequence[float], frame: BoxFrame, region: Box, shown_size: tuple[int, int]
+) -> FloatBox:
+    """Dispatch on `frame`: model box numbers → original-image pixels."""
+    if frame == "norm1":
+        return box_norm1_to_pixels(box, region)
+    if frame == "norm1000":
+        return box_norm1000_to_pixels(box, region)
+    return box_shown_pixels_to_pixels(box, region, shown_size)
+
+
+def box_pixels_to_norm1000(box: Box, region: Box) -> list[int]:
+    """Original-image pixels → 0–1000 of `region` (to tell a model where it looked before)."""
+    return [
+        round((box.x1 - region.x1) * 1000 / region.width),
+        round((box.y1 - region.y1) * 1000 / region.height),
+        round((box.x2 - region.x1) * 1000 / region.width),
+        round((box.y2 - region.y1) * 1000 / region.height),
+    ]
+
+
+def detect_box_frame(box: Sequence[float], expected: BoxFrame) -> BoxFrame:
+    """Guess the frame of a model's box from its numbers, given the frame the prompt asked for.
+
+    All values ≤ 1 → `norm1` (unless the prompt asked for 0–1000 and every value is an integer:
+    `[0, 0, 1, 1]` in 0–1000 is a 1-pixel box, but `[0.1, ...]` can only be 0–1).
+    Otherwise ≤ 1000 → `norm1000`, unless the prompt asked for pixels. Larger → `pixel`.
+    A 0–1000 answer under the paper's 0–1 prompt is thus understood, not dropped.
+    """
+    values = [abs(v) for v in box]
+    if all(v <= 1.0 for v in values):
+        if expected != "norm1" and all(float(v).is_integer() for v in box):
+            return expected
+        return "norm1"
+    if expected == "pixel":
+        return "pixel"
+    if all(v <= 1000.0 for v in values):
+        return "norm1000"
+    return "pixel"
+
+
+def is_finite_box(box: Sequence[float]) -> bool:
+    """True when the box has four finite numbers (NaN / inf boxes are treated as 'no box')."""
+    return len(box) == 4 and all(math.isfinite(v) for v in box)

@@ -1,0 +1,143 @@
+"""The crop as a LangChain tool: zoom into a region of a registered image at full resolution.
+
+The tool reads only images registered for the current run: the graph state's `image` (the user's
+input) and its `views` (the ids shown so far). A model names an *id*, never a path, so nothing a
+model writes can make the tool open a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.tools import ToolException, tool
+from langgraph.prebuilt import ToolRuntime
+from PIL import Image
+from zoom_refine.tools.boxes import Box, BoxFrame, FloatBox, box_to_pixels, is_finite_box
+from zoom_refine.tools.crop import plan_crop
+from zoom_refine.tools.encoding import image_content_block, text_content_block
+from zoom_refine.tools.images import ImageSource, load_image
+from zoom_refine.tools.settings import ImageSettings
+from zoom_refine.tools.views import View, ViewRecord, render_view, shown_size_for
+
+CROP_TOOL_NAME = "crop"
+
+UNKNOWN_IMAGE_ID = "unknown image_id {image_id!r}; registered ids: {known}"
+BAD_BOX = "box must be four finite numbers [x1, y1, x2, y2], got {box!r}"
+NO_IMAGE = "no image registered for this run (the state has no 'image')"
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A crop made from a model's box: the new view, the image shown, and how it was derived."""
+
+    view: View
+    image: Image.Image
+    source_view: View
+    requested_box: FloatBox
+    """The model's box mapped to original pixels, before padding / clamping (for traces)."""
+
+
+def make_crop(
+    original: Image.Image,
+    views: Sequence[ViewRecord | Mapping[str, Any]],
+    image_id: str,
+    box: Sequence[float],
+    box_format: BoxFrame,
+    settings: ImageSettings,
+) -> Crop:
+    """Cut the region `box` (in `box_format` of view `image_id`) from the full-resolution image.
+
+    The new view gets the next id (`img{len(views)}`) and hop (source hop + 1).
+    Raises ToolException (a model mistake, reported back, not a crash) for an unknown id or a
+    box that is not four finite numbers.
+    """
+    source = _find_view(views, image_id)
+    if not is_finite_box(box):
+        raise ToolException(BAD_BOX.format(box=list(box)))
+    requested = box_to_pixels(box, box_format, source.box, source.shown_size)
+    crop_box = plan_crop(requested, source.box, original.size, settings)
+    view, shown = render_view(
+        original,
+        crop_box,
+        view_id=f"img{len(views)}",
+        hop=source.hop + 1,
+        max_side=settings.view_max_side,
+    )
+    return Crop(view=view, image=shown, source_view=source, requested_box=requested)
+
+
+def _find_view(views: Sequence[ViewRecord | Mapping[str, Any]], image_id: str) -> View:
+    for record in views:
+        if record["id"] == image_id:
+            return View.from_record(record)
+    known = ", ".join(str(record["id"]) for record in views) or "none"
+    raise ToolException(UNKNOWN_IMAGE_ID.format(image_id=image_id, known=known))
+
+
+def crop_message_content(crop: Crop, settings: ImageSettings) -> list[dict[str, Any]]:
+    """The tool's content: a line of text and the crop as a standard image block."""
+    width, height = crop.view.shown_size
+    text = (
+        f"{crop.view.id}: crop of {crop.source_view.id} covering {crop.view.box.as_list()} "
+        f"(original pixels), shown at {width}×{height}."
+    )
+    return [
+        text_content_block(text),
+        image_content_block(crop.image, settings.image_format, settings.jpeg_quality),
+    ]
+
+
+def crop_artifact(crop: Crop) -> dict[str, Any]:
+    """Plain data for the graph and traces: the new view and the box before padding."""
+    return {
+        "view": crop.view.to_record(),
+        "source_id": crop.source_view.id,
+        "requested_box": [round(v, 2) for v in crop.requested_box],
+    }
+
+
+def full_view(image_size: tuple[int, int], max_side: int) -> View:
+    """View `img0`: the whole image, shown downsampled to `max_side`."""
+    return View(
+        id="img0", box=Box.full(image_size), hop=0, shown_size=shown_size_for(image_size, max_side)
+    )
+
+
+def _settings_from(context: object) -> ImageSettings:
+    return context if isinstance(context, ImageSettings) else ImageSettings()
+
+
+@tool(CROP_TOOL_NAME, response_format="content_and_artifact")
+def crop_tool(
+    image_id: str,
+    box: list[float],
+    runtime: ToolRuntime[Any, Any],
+    box_format: BoxFrame = "norm1",
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Zoom in: cut a region of an image at full resolution and look at it closely.
+
+    Args:
+        image_id: which image the box is drawn on: "img0" is the whole image, "img1" the first
+            crop, and so on.
+        box: [x1, y1, x2, y2] of the region within that image (left, top, right, bottom).
+        box_format: the units of `box`: "norm1" (fractions 0–1 of the image's width and height),
+            "norm1000" (0–1000), or "pixel" (pixels of that image as it was shown).
+    """
+    state = runtime.state
+    source: ImageSource | None = state.get("image") if isinstance(state, Mapping) else None
+    if source is None:
+        raise ToolException(NO_IMAGE)
+    settings = _settings_from(runtime.context)
+    views = state.get("views") or []
+    original = load_image(source, max_pixels=settings.max_pixels).image
+    if not views:  # used outside our graph: the whole image is the only registered view
+        views = [full_view(original.size, settings.view_max_side).to_record()]
+    crop = make_crop(original, views, image_id, box, box_format, settings)
+    if runtime.stream_writer is not None:
+        runtime.stream_writer({"event": "crop", **crop_artifact(crop)})
+    return crop_message_content(crop, settings), crop_artifact(crop)
+
+
+crop_tool.handle_tool_error = True

@@ -1,0 +1,146 @@
+"""Safe image loading: any file or bytes a user hands us becomes one RGB image with a content hash.
+
+EXIF orientation is applied (boxes land on the image the user sees), every mode is converted to RGB,
+animated images give their first frame, and a pixel limit is enforced *before* decoding.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from zoom_refine.tools.errors import ImageLoadError, ImageTooLargeError
+
+ImageSource = str | os.PathLike[str] | bytes
+"""A path to an image file, or the encoded bytes of one."""
+
+DEFAULT_MAX_PIXELS = 150_000_000
+"""Largest image accepted, in pixels (width × height): ~12K × 12K. HR-Bench 8K images are ~33 M."""
+
+MISSING_FILE = "image not found: {path} (check the path)"
+NOT_A_FILE = "not a file: {path} (pass the path of an image file)"
+EMPTY_FILE = "image is empty (0 bytes): {name} (re-download or re-export it)"
+NOT_AN_IMAGE = (
+    "not a readable image: {name} ({reason}); use a PNG, JPEG, WebP, TIFF, BMP or GIF file"
+)
+TOO_LARGE = (
+    "image too large: {name} declares {width}×{height} = {pixels:,} pixels, over the limit of "
+    "{limit:,}; downscale it first or raise max_pixels"
+)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded RGB image, oriented as displayed, plus the SHA-256 of the bytes it came from."""
+
+    image: Image.Image
+    sha256: str
+    name: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels of the original, EXIF-oriented image."""
+        return self.image.size
+
+
+def describe_source(source: ImageSource) -> str:
+    """A short human name for a source, for messages and traces (never the bytes themselves)."""
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return str(source)
+
+
+def read_source_bytes(source: ImageSource) -> bytes:
+    """The encoded bytes of a source; a missing path raises ImageLoadError."""
+    if isinstance(source, bytes):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise ImageLoadError(MISSING_FILE.format(path=path))
+    if not path.is_file():
+        raise ImageLoadError(NOT_A_FILE.format(path=path))
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ImageLoadError(NOT_AN_IMAGE.format(name=path, reason=error.strerror)) from error
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read, check and decode an image into RGB, oriented as a viewer would show it."""
+    data = read_source_bytes(source)
+    return decode_image_bytes(data, name=describe_source(source), max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImage:
+    """Decode encoded bytes (see load_image); cached by content so a sample decodes once."""
+    if not data:
+        raise ImageLoadError(EMPTY_FILE.format(name=name))
+    digest = hashlib.sha256(data).hexdigest()
+    image = _decode_cached(digest, data, name, max_pixels)
+    return LoadedImage(image=image, sha256=digest, name=name)
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_cached(digest: str, data: bytes, name: str, max_pixels: int) -> Image.Image:
+    # `digest` keys the cache cheaply; `data` is compared only on a digest hit.
+    # The cached image is shared between callers: crop and resize it, never draw on it.
+    return _open_checked(data, name, max_pixels)
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(image.size, name, max_pixels)
+            image.seek(0)  # first frame of an animation
+            image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"image too large: {name} ({error})") from error
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason="unknown format")) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason=str(error))) from error
+    oriented = ImageOps.exif_transpose(image)
+    return to_rgb(oriented)
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason=f"size {width}×{height}"))
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            TOO_LARGE.format(
+                name=name, width=width, height=height, pixels=width * height, limit=max_pixels
+            )
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16/32-bit greyscale: scale the used range to 0..255 instead of clipping at 255.
+        low, high = image.getextrema()  # type: ignore[misc]
+        span = max(float(high) - float(low), 1.0)
+        grey = image.point(lambda v: (v - low) * 255.0 / span).convert("L")  # type: ignore[arg-type]
+        return grey.convert("RGB")
+    if image.mode == "F":
+        low, high = image.getextrema()  # type: ignore[misc]
+        span = max(float(high) - float(low), 1e-12)
+        return image.point(lambda v: (v - low) * 255.0 / span).convert("L").convert("RGB")  # type: ignore[arg-type]
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

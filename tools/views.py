@@ -1,0 +1,73 @@
+"""Views: the downsampled images the model is shown, each remembering its region of the original.
+
+A view never carries more pixels than the model will use: it is the region resized (never
+enlarged) so that its longest side is at most `max_side`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from PIL import Image
+from zoom_refine.tools.boxes import Box
+
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+class ViewRecord(TypedDict):
+    """A view as stored in graph state (plain data)."""
+
+    id: str
+    """Identifier the model and the crop tool use: `img0` is the full image, `img1` the first crop…"""
+    box: list[int]
+    """`[x1, y1, x2, y2]` of the region shown, in original-image pixels."""
+    hop: int
+    """0 for the full image, n for the crop made on zoom hop n."""
+    size: list[int]
+    """`[width, height]` in pixels of the image as shown to the model."""
+
+
+@dataclass(frozen=True)
+class View:
+    """A region of the original image and the size it is shown at."""
+
+    id: str
+    box: Box
+    hop: int
+    shown_size: tuple[int, int]
+
+    def to_record(self) -> ViewRecord:
+        return ViewRecord(
+            id=self.id, box=self.box.as_list(), hop=self.hop, size=list(self.shown_size)
+        )
+
+    @classmethod
+    def from_record(cls, record: ViewRecord | dict[str, Any]) -> View:
+        width, height = record["size"]
+        return cls(
+            id=str(record["id"]),
+            box=Box.from_list(record["box"]),
+            hop=int(record["hop"]),
+            shown_size=(int(width), int(height)),
+        )
+
+
+def shown_size_for(region_size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) a region of `region_size` is shown at: longest side ≤ `max_side`, no upscale."""
+    width, height = region_size
+    longest = max(width, height)
+    if longest <= max_side:
+        return width, height
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def render_view(
+    original: Image.Image, box: Box, *, view_id: str, hop: int, max_side: int
+) -> tuple[View, Image.Image]:
+    """Cut `box` (original pixels) from the original and downsample it for the model."""
+    region = original if box == Box.full(original.size) else original.crop(box.as_list())
+    size = shown_size_for(region.size, max_side)
+    shown = region if size == region.size else region.resize(size, RESAMPLE)
+    return View(id=view_id, box=box, hop=hop, shown_size=size), shown

@@ -1,0 +1,52 @@
+"""Zoom-Refine: multimodal LLMs that read high-resolution images properly.
+
+The model answers from a downsampled view and marks the region that matters (localize), the region
+is cut from the full-resolution image (crop), and the model re-checks its answer (refine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoom_refine.agent.context import DEFAULT_MODEL, ZoomContext
+from zoom_refine.agent.models import load_chat_model
+from zoom_refine.agent.state import InputState, Options, OutputState
+from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.zoom_refine import build_builder, build_graph
+from zoom_refine.tools.crop_tool import crop_tool
+from zoom_refine.tools.errors import ImageLoadError, InvalidInputError, ZoomRefineError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ImageLoadError",
+    "InputState",
+    "InvalidInputError",
+    "OutputState",
+    "ZoomContext",
+    "ZoomRefineError",
+    "ask",
+    "build_baseline_graph",
+    "build_builder",
+    "build_graph",
+    "crop_tool",
+    "load_chat_model",
+]
+
+
+def ask(
+    image: str | bytes,
+    question: str,
+    options: Options | None = None,
+    *,
+    context: ZoomContext | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Run Zoom-Refine once; `settings` are ZoomContext fields (used when `context` is None)."""
+    run_context = context or ZoomContext(**settings)
+    inputs: InputState = {"image": image, "question": question, "options": options}
+    result: dict[str, Any] = build_graph().invoke(
+        inputs, context=run_context, config={"recursion_limit": run_context.recursion_limit}
+    )
+    return result
