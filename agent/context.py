@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
+
 from zoom_refine.agent.prompts import PromptStyle
 from zoom_refine.tools.boxes import BoxFrame
 from zoom_refine.tools.errors import InvalidInputError
@@ -36,7 +37,13 @@ class ZoomContext(ImageSettings):
 
     box_format: BoxFormat = "auto"
     """Frame of the model's box numbers: `auto` detects it from the numbers (see
-    `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view)."""
+    `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view).
+    A forced 0–1 or 0–1000 frame refuses numbers outside it: `norm1` reproduces the official code,
+    which skips refinement when a model answers in 0–1000."""
+
+    accept_inverted_boxes: bool = True
+    """Swap a box's inverted corners (x2 < x1 or y2 < y1). False refuses such boxes (no zoom),
+    as the official code does."""
 
     prompt_style: PromptStyle = "paper"
     """`paper`: boxes asked as fractions 0–1; `internvl`: InternVL's `<box>[[…]]</box>` 0–1000."""
@@ -50,6 +57,10 @@ class ZoomContext(ImageSettings):
 
     max_new_tokens: int = 512
     """Reply length limit for models loaded from a spec (ignored for a ready model object)."""
+
+    max_patches: int | None = 12
+    """Tile budget per image for InternVL loaded from an `hf:` spec: up to this many 448-px tiles
+    plus a thumbnail (the paper's setting). None leaves the processor's default."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

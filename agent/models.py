@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+
 from zoom_refine.tools.errors import InvalidInputError
 
 BAD_SPEC = (
@@ -27,33 +28,41 @@ NEEDS_LANGCHAIN = (
 NO_API_KEY = "EMPTY"
 """Local OpenAI-compatible servers accept any key; the client library requires one."""
 
-_CACHE: dict[tuple[str, str | None, int], BaseChatModel] = {}
+_CACHE: dict[tuple[str, str | None, int, int | None], BaseChatModel] = {}
 _LOCK = threading.Lock()
 
 
 def load_chat_model(
-    spec: str, *, base_url: str | None = None, max_new_tokens: int = 512
+    spec: str,
+    *,
+    base_url: str | None = None,
+    max_new_tokens: int = 512,
+    max_patches: int | None = 12,
 ) -> BaseChatModel:
     """The chat model for `spec`, created once per process and argument set.
 
     Nothing is downloaded or loaded here for `hf:` specs: the local backend loads its weights
     on its first call.
     """
-    key = (spec, base_url, max_new_tokens)
+    key = (spec, base_url, max_new_tokens, max_patches)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _create(spec, base_url, max_new_tokens)
+            _CACHE[key] = _create(spec, base_url, max_new_tokens, max_patches)
         return _CACHE[key]
 
 
-def _create(spec: str, base_url: str | None, max_new_tokens: int) -> BaseChatModel:
+def _create(
+    spec: str, base_url: str | None, max_new_tokens: int, max_patches: int | None
+) -> BaseChatModel:
     provider, _, name = spec.partition(":")
     if not name.strip():
         raise InvalidInputError(BAD_SPEC.format(spec=spec))
     if provider == "hf":
         from zoom_refine.agent.local_model import LocalVisionChatModel
 
-        return LocalVisionChatModel(model_path=name, max_new_tokens=max_new_tokens)
+        return LocalVisionChatModel(
+            model_path=name, max_new_tokens=max_new_tokens, max_patches=max_patches
+        )
     if provider == "openai":
         return _openai_model(name, base_url, max_new_tokens)
     try:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired
+
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.views import ViewRecord
 

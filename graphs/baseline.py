@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.parsing import parse_choice, parse_open_answer
 from zoom_refine.agent.prompts import baseline_prompt

@@ -9,6 +9,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import to_model_messages
 from zoom_refine.agent.models import load_chat_model
@@ -32,7 +33,10 @@ def resolve_model(context: ZoomContext) -> BaseChatModel:
     if isinstance(context.model, BaseChatModel):
         return context.model
     return load_chat_model(
-        context.model, base_url=context.base_url, max_new_tokens=context.max_new_tokens
+        context.model,
+        base_url=context.base_url,
+        max_new_tokens=context.max_new_tokens,
+        max_patches=context.max_patches,
     )
 
 

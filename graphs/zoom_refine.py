@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
+
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.parsing import (
     RawBox,
@@ -38,6 +39,12 @@ from zoom_refine.tools.boxes import BoxFrame, detect_box_frame
 from zoom_refine.tools.crop_tool import CROP_TOOL_NAME, crop_tool
 from zoom_refine.tools.encoding import text_content_block
 from zoom_refine.tools.views import View
+
+
+NO_BOX = "no box in the reply: keeping the answer, no zoom"
+INVERTED_BOX = "box corners inverted and accept_inverted_boxes is off: no zoom"
+OUT_OF_RANGE = "box numbers outside the {frame} range (box_format is forced): no zoom"
+FRAME_LIMITS: dict[str, float] = {"norm1": 1.0, "norm1000": 1000.0}
 
 
 def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
@@ -65,7 +72,7 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     reply = call_model(resolve_model(context), log)
     answer = _parse_answer(reply.text, options, rechecked=False)
     box = parse_box(reply.text)
-    frame = _box_frame(box, context) if box else None
+    frame, rejection = _accept_box(box, context) if box else (None, NO_BOX)
     tool_calls = []
     if box and frame:
         args = {"image_id": view.id, "box": list(box), "box_format": frame}
@@ -79,7 +86,7 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         box=list(box) if box else None,
         box_frame=frame,
         confidence=None,
-        note=None if box else "no box in the reply: keeping the answer, no zoom",
+        note=rejection,
     )
     update |= {
         "messages": [prompt, AIMessage(content=reply.text, tool_calls=tool_calls)],
@@ -88,7 +95,7 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     }
     if hop == 0:
         update |= {"initial_answer": answer, "answer": answer, "confidence": None}
-    if not box:
+    if not tool_calls:
         update["stop_reason"] = "no_box"
     return update
 
@@ -143,10 +150,20 @@ def _parse_answer(text: str, options: dict[str, str] | None, *, rechecked: bool)
     return parse_open_answer(text, rechecked=rechecked)
 
 
-def _box_frame(box: RawBox, context: ZoomContext) -> BoxFrame:
-    if context.box_format != "auto":
-        return context.box_format
-    return detect_box_frame(box, context.expected_box_frame)
+def _accept_box(box: RawBox, context: ZoomContext) -> tuple[BoxFrame | None, str | None]:
+    """The frame to read `box` in, or None and why the box is refused.
+
+    `auto` detects the frame from the numbers. A forced frame refuses numbers outside its range,
+    and `accept_inverted_boxes=False` refuses swapped corners: both reproduce the official code.
+    """
+    if not context.accept_inverted_boxes and (box[2] < box[0] or box[3] < box[1]):
+        return None, INVERTED_BOX
+    if context.box_format == "auto":
+        return detect_box_frame(box, context.expected_box_frame), None
+    limit = FRAME_LIMITS.get(context.box_format)
+    if limit is not None and any(not 0 <= value <= limit for value in box):
+        return None, OUT_OF_RANGE.format(frame=context.box_format)
+    return context.box_format, None
 
 
 def _stop_reason(confidence: float | None, hop: int, context: ZoomContext) -> str | None:
@@ -161,12 +178,12 @@ def _stop_reason(confidence: float | None, hop: int, context: ZoomContext) -> st
 def route_after_localize(state: ZoomState) -> Literal["crop", "__end__"]:
     """To the crop tool when the model gave a box, else stop with the answer we have."""
     last = state["messages"][-1]
-    return "crop" if isinstance(last, AIMessage) and last.tool_calls else END
+    return "crop" if isinstance(last, AIMessage) and last.tool_calls else "__end__"
 
 
 def route_after_refine(state: ZoomState) -> Literal["localize", "__end__"]:
     """Zoom again inside the crop while the model is unsure and hops remain."""
-    return END if state.get("stop_reason") else "localize"
+    return "__end__" if state.get("stop_reason") else "localize"
 
 
 def build_graph(*, name: str = "zoom_refine") -> CompiledStateGraph[Any, Any, Any, Any]:

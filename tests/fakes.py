@@ -57,5 +57,7 @@ def texts_in(message: BaseMessage) -> str:
     if isinstance(message.content, str):
         return message.content
     return "\n".join(
-        block["text"] for block in message.content if isinstance(block, dict) and block.get("type") == "text"
+        block["text"]
+        for block in message.content
+        if isinstance(block, dict) and block.get("type") == "text"
     )

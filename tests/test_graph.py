@@ -31,10 +31,16 @@ def scene(tmp_path: Path) -> Path:
     return path
 
 
-def run(graph: Any, image: Path | bytes, model: ScriptedVisionModel, **settings: Any) -> dict[str, Any]:
+def run(
+    graph: Any, image: Path | bytes, model: ScriptedVisionModel, **settings: Any
+) -> dict[str, Any]:
     context = ZoomContext(model=model, **settings)
     source = image if isinstance(image, bytes) else str(image)
-    inputs: InputState = {"image": source, "question": "What colour is the square?", "options": OPTIONS}
+    inputs: InputState = {
+        "image": source,
+        "question": "What colour is the square?",
+        "options": OPTIONS,
+    }
     result: dict[str, Any] = graph.invoke(
         inputs, context=context, config={"recursion_limit": context.recursion_limit}
     )
@@ -60,14 +66,21 @@ def test_two_calls_localize_crop_refine(scene: Path) -> None:
         {"id": "img0", "box": [0, 0, 4000, 3000], "hop": 0, "size": [2048, 1536]},
         {"id": "img1", "box": [2000, 1500, 3200, 2400], "hop": 1, "size": [1200, 900]},
     ]
-    assert result["usage"] == {"model_calls": 2, "input_tokens": 200, "output_tokens": 20,
-                               "total_tokens": 220}
+    assert result["usage"] == {
+        "model_calls": 2,
+        "input_tokens": 200,
+        "output_tokens": 20,
+        "total_tokens": 220,
+    }
     assert len(result["image_sha256"]) == 64
 
 
 def test_refine_request_extends_the_localize_request_with_the_crop(scene: Path) -> None:
     model = ScriptedVisionModel(
-        replies=["Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]", "Rechecked Answer: A\nConfidence: 0.9"]
+        replies=[
+            "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+            "Rechecked Answer: A\nConfidence: 0.9",
+        ]
     )
     run(build_graph(), scene, model)
     localize_request, refine_request = model.requests
@@ -102,7 +115,10 @@ def test_no_box_keeps_the_preliminary_answer(scene: Path) -> None:
 
 def test_box_in_0_1000_under_the_paper_prompt_is_understood(scene: Path) -> None:
     model = ScriptedVisionModel(
-        replies=["Answer: B\nBounding box: [600, 600, 700, 700]", "Rechecked Answer: A\nConfidence: high"]
+        replies=[
+            "Answer: B\nBounding box: [600, 600, 700, 700]",
+            "Rechecked Answer: A\nConfidence: high",
+        ]
     )
     result = run(build_graph(), scene, model)
 
@@ -113,7 +129,10 @@ def test_box_in_0_1000_under_the_paper_prompt_is_understood(scene: Path) -> None
 
 def test_inverted_box_corners_are_swapped(scene: Path) -> None:
     model = ScriptedVisionModel(
-        replies=["Answer: B\nBounding box: [0.7, 0.7, 0.6, 0.6]", "Rechecked Answer: A\nConfidence: 1"]
+        replies=[
+            "Answer: B\nBounding box: [0.7, 0.7, 0.6, 0.6]",
+            "Rechecked Answer: A\nConfidence: 1",
+        ]
     )
     result = run(build_graph(), scene, model)
 
@@ -122,7 +141,10 @@ def test_inverted_box_corners_are_swapped(scene: Path) -> None:
 
 def test_internvl_native_box_format(scene: Path) -> None:
     model = ScriptedVisionModel(
-        replies=["Answer: B\n<box>[[600, 600, 700, 700]]</box>", "Rechecked Answer: A\nConfidence: 0.95"]
+        replies=[
+            "Answer: B\n<box>[[600, 600, 700, 700]]</box>",
+            "Rechecked Answer: A\nConfidence: 0.95",
+        ]
     )
     result = run(build_graph(), scene, model, prompt_style="internvl")
 
@@ -145,8 +167,12 @@ def test_unsure_refine_zooms_again_inside_the_crop(scene: Path) -> None:
     assert [s["node"] for s in result["steps"]] == ["localize", "refine", "localize", "refine"]
     assert result["steps"][2]["view"] == "img1"
     # Box in img1's frame: [2300, 1725, 2900, 2175]; padding 0.1 of img1's side (120, 90).
-    assert result["views"][2] == {"id": "img2", "box": [2180, 1635, 3020, 2265], "hop": 2,
-                                  "size": [840, 630]}
+    assert result["views"][2] == {
+        "id": "img2",
+        "box": [2180, 1635, 3020, 2265],
+        "hop": 2,
+        "size": [840, 630],
+    }
     assert result["answer"] == "A" and result["initial_answer"] == "B"
     assert result["stop_reason"] == "confident"
     # Each request extends the previous one: a growing prefix.
@@ -157,7 +183,10 @@ def test_unsure_refine_zooms_again_inside_the_crop(scene: Path) -> None:
 
 
 def test_hops_are_bounded_by_max_hops(scene: Path) -> None:
-    unsure = ["Answer: B\nBounding box: [0.2, 0.2, 0.8, 0.8]", "Rechecked Answer: B\nConfidence: 0.1"]
+    unsure = [
+        "Answer: B\nBounding box: [0.2, 0.2, 0.8, 0.8]",
+        "Rechecked Answer: B\nConfidence: 0.1",
+    ]
     model = ScriptedVisionModel(replies=unsure * 3)
     result = run(build_graph(), scene, model, max_hops=3)
 
@@ -167,7 +196,9 @@ def test_hops_are_bounded_by_max_hops(scene: Path) -> None:
 
 
 def test_unparseable_refine_keeps_the_previous_answer(scene: Path) -> None:
-    model = ScriptedVisionModel(replies=["Answer: D\nBounding box: [0.1, 0.1, 0.3, 0.3]", "hmm, hard to say"])
+    model = ScriptedVisionModel(
+        replies=["Answer: D\nBounding box: [0.1, 0.1, 0.3, 0.3]", "hmm, hard to say"]
+    )
     result = run(build_graph(), scene, model)
 
     assert result["answer"] == "D"
@@ -177,11 +208,15 @@ def test_unparseable_refine_keeps_the_previous_answer(scene: Path) -> None:
 
 def test_open_question_without_options(scene: Path) -> None:
     model = ScriptedVisionModel(
-        replies=["Answer: a square\nBounding box: [0.6, 0.6, 0.7, 0.7]",
-                 "Rechecked Answer: a red square\nConfidence: 0.8"]
+        replies=[
+            "Answer: a square\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+            "Rechecked Answer: a red square\nConfidence: 0.8",
+        ]
     )
     context = ZoomContext(model=model)
-    result = build_graph().invoke({"image": str(scene), "question": "What is there?"}, context=context)
+    result = build_graph().invoke(
+        {"image": str(scene), "question": "What is there?"}, context=context
+    )
 
     assert result["initial_answer"] == "a square"
     assert result["answer"] == "a red square"
@@ -189,8 +224,12 @@ def test_open_question_without_options(scene: Path) -> None:
 
 
 def test_image_as_bytes(scene: Path) -> None:
-    model = ScriptedVisionModel(replies=["Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
-                                         "Rechecked Answer: A\nConfidence: 0.9"])
+    model = ScriptedVisionModel(
+        replies=[
+            "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+            "Rechecked Answer: A\nConfidence: 0.9",
+        ]
+    )
     result = run(build_graph(), scene.read_bytes(), model)
     assert result["views"][1]["box"] == [2000, 1500, 3200, 2400]
 
@@ -216,8 +255,12 @@ def test_graph_runs_as_a_subgraph_of_a_parent_graph(scene: Path) -> None:
     parent.add_edge(START, "zoom")
     parent.add_edge("zoom", "judge")
     parent.add_edge("judge", END)
-    model = ScriptedVisionModel(replies=["Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
-                                         "Rechecked Answer: A\nConfidence: 0.9"])
+    model = ScriptedVisionModel(
+        replies=[
+            "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+            "Rechecked Answer: A\nConfidence: 0.9",
+        ]
+    )
     result = parent.compile().invoke(
         {"image": str(scene), "question": "Colour?", "options": OPTIONS},
         context=ZoomContext(model=model),
@@ -240,3 +283,18 @@ def test_mermaid_snapshot_matches_the_graph() -> None:
     assert build_graph().get_graph().draw_mermaid() == snapshot.read_text()
 
 
+def test_forced_norm1_frame_reproduces_the_official_drop_of_0_1000_boxes(scene: Path) -> None:
+    model = ScriptedVisionModel(replies=["Answer: B\nBounding box: [600, 600, 700, 700]"])
+    result = run(build_graph(), scene, model, box_format="norm1")
+
+    assert len(model.requests) == 1
+    assert result["stop_reason"] == "no_box" and result["answer"] == "B"
+    assert "outside the norm1 range" in result["steps"][0]["note"]
+
+
+def test_refusing_inverted_boxes_reproduces_the_official_behaviour(scene: Path) -> None:
+    model = ScriptedVisionModel(replies=["Answer: B\nBounding box: [0.7, 0.7, 0.6, 0.6]"])
+    result = run(build_graph(), scene, model, accept_inverted_boxes=False)
+
+    assert len(model.requests) == 1 and result["stop_reason"] == "no_box"
+    assert "inverted" in result["steps"][0]["note"]

@@ -48,6 +48,10 @@ class Box:
         """`[x1, y1, x2, y2]`, the form stored in graph state and traces."""
         return [self.x1, self.y1, self.x2, self.y2]
 
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        """`(x1, y1, x2, y2)`, the form PIL's `Image.crop` takes."""
+        return (self.x1, self.y1, self.x2, self.y2)
+
     @classmethod
     def from_list(cls, values: Sequence[int]) -> Box:
         x1, y1, x2, y2 = (int(v) for v in values)

@@ -14,6 +14,7 @@ from typing import Any
 from langchain_core.tools import ToolException, tool
 from langgraph.prebuilt import ToolRuntime
 from PIL import Image
+
 from zoom_refine.tools.boxes import Box, BoxFrame, FloatBox, box_to_pixels, is_finite_box
 from zoom_refine.tools.crop import plan_crop
 from zoom_refine.tools.encoding import image_content_block, text_content_block

@@ -6,11 +6,14 @@ animated images give their first frame, and a pixel limit is enforced *before* d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +100,8 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            with _pillow_bomb_check_within(max_pixels):
+                image = Image.open(io.BytesIO(data))
             _check_pixels(image.size, name, max_pixels)
             image.seek(0)  # first frame of an animation
             image.load()
@@ -109,6 +113,27 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason=str(error))) from error
     oriented = ImageOps.exif_transpose(image)
     return to_rgb(oriented)
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_within(max_pixels: int) -> Iterator[None]:
+    """Let `max_pixels` be the limit: Pillow on its own refuses images over twice its
+    `Image.MAX_IMAGE_PIXELS` (~179 M) whatever `max_pixels` says, so when `max_pixels` is above
+    that, Pillow's check is lifted (under a lock, for the header read only) and ours decides."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max_pixels <= 2 * limit:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
@@ -125,22 +150,30 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is composited onto white."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16/32-bit greyscale: scale the used range to 0..255 instead of clipping at 255.
-        low, high = image.getextrema()  # type: ignore[misc]
-        span = max(float(high) - float(low), 1.0)
-        grey = image.point(lambda v: (v - low) * 255.0 / span).convert("L")  # type: ignore[arg-type]
+        low, high = _band_extrema(image)
+        span = max(high - low, 1.0)
+        grey = image.point(lambda v: (v - low) * 255.0 / span).convert("L")
         return grey.convert("RGB")
     if image.mode == "F":
-        low, high = image.getextrema()  # type: ignore[misc]
-        span = max(float(high) - float(low), 1e-12)
-        return image.point(lambda v: (v - low) * 255.0 / span).convert("L").convert("RGB")  # type: ignore[arg-type]
-    if image.mode == "P" and "transparency" in image.info:
+        low, high = _band_extrema(image)
+        span = max(high - low, 1e-12)
+        return image.point(lambda v: (v - low) * 255.0 / span).convert("L").convert("RGB")
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:  # GIF / PNG tRNS
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _band_extrema(image: Image.Image) -> tuple[float, float]:
+    """(lowest, highest) value of a single-band image."""
+    low, high = image.getextrema()
+    if isinstance(low, tuple) or isinstance(high, tuple):
+        raise ValueError(f"expected a single-band image, got mode {image.mode}")
+    return float(low), float(high)

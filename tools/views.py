@@ -6,10 +6,12 @@ enlarged) so that its longest side is at most `max_side`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from PIL import Image
+
 from zoom_refine.tools.boxes import Box
 
 RESAMPLE = Image.Resampling.BICUBIC
@@ -43,7 +45,7 @@ class View:
         )
 
     @classmethod
-    def from_record(cls, record: ViewRecord | dict[str, Any]) -> View:
+    def from_record(cls, record: ViewRecord | Mapping[str, Any]) -> View:
         width, height = record["size"]
         return cls(
             id=str(record["id"]),
@@ -67,7 +69,7 @@ def render_view(
     original: Image.Image, box: Box, *, view_id: str, hop: int, max_side: int
 ) -> tuple[View, Image.Image]:
     """Cut `box` (original pixels) from the original and downsample it for the model."""
-    region = original if box == Box.full(original.size) else original.crop(box.as_list())
+    region = original if box == Box.full(original.size) else original.crop(box.as_tuple())
     size = shown_size_for(region.size, max_side)
     shown = region if size == region.size else region.resize(size, RESAMPLE)
     return View(id=view_id, box=box, hop=hop, shown_size=size), shown

@@ -29,7 +29,9 @@ err = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
 BASE_URL_ENV = "ZOOM_REFINE_BASE_URL"
-SERVER_UNREACHABLE = "cannot reach the model server at {url}: {reason} (is it running? check --base-url)"
+SERVER_UNREACHABLE = (
+    "cannot reach the model server at {url}: {reason} (is it running? check --base-url)"
+)
 MODEL_UNAVAILABLE = "cannot load model {spec!r}: {reason}"
 
 
@@ -60,9 +62,7 @@ def ask(
     prompt_style: Annotated[
         str, typer.Option(help="paper (0–1 boxes) or internvl (<box> 0–1000).")
     ] = "paper",
-    box_format: Annotated[
-        str, typer.Option(help="auto, norm1, norm1000 or pixel.")
-    ] = "auto",
+    box_format: Annotated[str, typer.Option(help="auto, norm1, norm1000 or pixel.")] = "auto",
     view_max_side: Annotated[
         int, typer.Option(help="Longest side in pixels of images sent to the model.")
     ] = 2048,
@@ -157,5 +157,3 @@ def _step_line(step: dict[str, Any], views: dict[str, Any]) -> str:
     if step.get("note"):
         parts.append(f"— {step['note']}")
     return "  ".join(parts)
-
-

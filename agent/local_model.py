@@ -1,0 +1,368 @@
+"""A LangChain chat model over a local Hugging Face vision-language model.
+
+Built for InternVL3 `-hf` checkpoints (e.g. `OpenGVLab/InternVL3-2B-hf`) and generic enough for any
+`AutoModelForImageTextToText` model whose processor has a chat template. Images arrive as LangChain
+content blocks holding base64 data; nothing is ever fetched from a URL or read from a path here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatResult
+from PIL import Image
+from pydantic import field_validator
+
+if TYPE_CHECKING:
+    import torch
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+HFMessage = dict[str, Any]
+HFBlock = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LocalBackend:
+    """A loaded processor and model (eval mode), shared by every chat model that names them."""
+
+    processor: Any
+    model: Any
+
+
+_BackendKey = tuple[str, str, str, str]
+_BACKENDS: dict[_BackendKey, LocalBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def resolve_device(device: str | None) -> str:
+    """`None` means the first CUDA GPU when there is one, else the CPU."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`"auto"` is bfloat16 on CUDA and float32 elsewhere; otherwise a torch dtype name."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    resolved = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype {dtype!r} is not a torch dtype name; use 'auto', 'bfloat16', …")
+    return resolved
+
+
+def check_attn_implementation(attn_implementation: str) -> None:
+    """Reject unknown names, and flash_attention_2 where the `flash_attn` package is missing."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation {attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}"
+        )
+    if (
+        attn_implementation == "flash_attention_2"
+        and importlib.util.find_spec("flash_attn") is None
+    ):
+        raise ValueError(
+            "attn_implementation='flash_attention_2' needs the flash-attn package: install the "
+            "`flash` extra (pip install 'zoom-refine[flash]') on a CUDA host, or use 'sdpa'"
+        )
+
+
+def load_local_backend(
+    model_path: str,
+    dtype: str = "auto",
+    device: str | None = None,
+    attn_implementation: str = "sdpa",
+) -> LocalBackend:
+    """Load (once per process and resolved arguments) the processor and model of `model_path`."""
+    check_attn_implementation(attn_implementation)
+    device_name = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device_name)
+    key = (model_path, str(torch_dtype), device_name, attn_implementation)
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(key)
+        if backend is None:
+            backend = _load_backend(model_path, torch_dtype, device_name, attn_implementation)
+            _BACKENDS[key] = backend
+    return backend
+
+
+def clear_local_backends() -> None:
+    """Forget every cached backend (frees its memory once no chat model holds it)."""
+    with _BACKENDS_LOCK:
+        _BACKENDS.clear()
+
+
+def _load_backend(
+    model_path: str, torch_dtype: torch.dtype, device: str, attn_implementation: str
+) -> LocalBackend:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_path)  # type: ignore[no-untyped-call]
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_path, dtype=torch_dtype, attn_implementation=attn_implementation, device_map=device
+    )
+    model.eval()  # type: ignore[no-untyped-call]
+    return LocalBackend(processor=processor, model=model)
+
+
+# --- LangChain messages -> Hugging Face chat conversation -------------------------------------
+
+_REMOTE_IMAGE_HINT = (
+    "only base64 image data is accepted (a standard block with 'base64', or a data: URL); "
+    "remote URLs and file paths are never fetched: load the image yourself and send it as a "
+    "base64 image block"
+)
+
+
+def to_hf_conversation(messages: Sequence[BaseMessage]) -> list[HFMessage]:
+    """The transformers chat format, with every image decoded to a PIL image."""
+    return [_to_hf_message(message) for message in messages]
+
+
+def _to_hf_message(message: BaseMessage) -> HFMessage:
+    if isinstance(message, AIMessage):
+        return {"role": "assistant", "content": _text_blocks(message.content)}
+    if isinstance(message, SystemMessage):
+        return {"role": "system", "content": _content_blocks(message.content)}
+    if isinstance(message, (HumanMessage, ToolMessage)):
+        return {"role": "user", "content": _content_blocks(message.content)}
+    if isinstance(message, ChatMessage) and message.role in ("user", "assistant", "system"):
+        return {"role": message.role, "content": _content_blocks(message.content)}
+    raise ValueError(f"cannot send a {type(message).__name__} to a local chat model")
+
+
+def _as_list(content: str | list[str | dict[Any, Any]]) -> list[str | dict[Any, Any]]:
+    return [content] if isinstance(content, str) else list(content)
+
+
+def _text_blocks(content: str | list[str | dict[Any, Any]]) -> list[HFBlock]:
+    """Text only (assistant turns): tool calls, reasoning and other blocks are dropped."""
+    blocks: list[HFBlock] = []
+    for item in _as_list(content):
+        if isinstance(item, str):
+            blocks.append({"type": "text", "text": item})
+        elif item.get("type") == "text":
+            blocks.append({"type": "text", "text": str(item.get("text", ""))})
+    return blocks
+
+
+def _content_blocks(content: str | list[str | dict[Any, Any]]) -> list[HFBlock]:
+    return [_to_hf_block(item) for item in _as_list(content)]
+
+
+def _to_hf_block(item: str | dict[Any, Any]) -> HFBlock:
+    if isinstance(item, str):
+        return {"type": "text", "text": item}
+    block_type = item.get("type")
+    if block_type == "text":
+        return {"type": "text", "text": str(item.get("text", ""))}
+    if block_type in ("image", "image_url"):
+        return {"type": "image", "image": image_from_block(item)}
+    raise ValueError(f"unsupported content block type {block_type!r} for a local chat model")
+
+
+def image_from_block(block: dict[Any, Any]) -> Image.Image:
+    """Decode a LangChain v1 / v0.3 standard image block or an OpenAI `image_url` block."""
+    if block.get("type") == "image_url":
+        value = block.get("image_url")
+        url = value.get("url") if isinstance(value, dict) else value
+        return _image_from_url(url)
+    if "base64" in block:
+        return decode_base64_image(block["base64"])
+    if block.get("source_type") == "base64":
+        return decode_base64_image(block.get("data"))
+    if "url" in block:
+        return _image_from_url(block["url"])
+    raise ValueError(f"image block has no base64 data: {_REMOTE_IMAGE_HINT}")
+
+
+def _image_from_url(url: object) -> Image.Image:
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise ValueError(f"image URL {str(url)[:80]!r} is not a data: URL; {_REMOTE_IMAGE_HINT}")
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64"):
+        raise ValueError("image data: URL must be base64-encoded (data:image/png;base64,...)")
+    return decode_base64_image(data)
+
+
+def decode_base64_image(data: object) -> Image.Image:
+    """Fully decode base64 image bytes now, so a corrupt image fails here and not in the model."""
+    if not isinstance(data, str) or not data:
+        raise ValueError("image block holds no base64 string")
+    try:
+        raw = base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"image block holds invalid base64: {error}") from error
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image block could not be decoded as an image: {error}") from error
+    return image
+
+
+# --- the chat model ---------------------------------------------------------------------------
+
+
+class LocalVisionChatModel(BaseChatModel):
+    """Greedy generation with a local transformers vision-language model.
+
+    The model is loaded on first use and shared process-wide (see `load_local_backend`).
+    `response_metadata` reports `vision_tiles` (image tiles encoded, all images together),
+    `prompt_tokens`, `generated_tokens` and `finish_reason`.
+    """
+
+    model_path: str
+    """Hugging Face repo id or local directory of the checkpoint."""
+    max_new_tokens: int = 512
+    """Upper bound on generated tokens per call."""
+    max_patches: int | None = 12
+    """InternVL tile budget per image (448-px tiles, plus a thumbnail when >1 tile); None keeps
+    the processor's default. Ignored by processors without a tile budget."""
+    attn_implementation: str = "sdpa"
+    """'sdpa', 'flash_attention_2' (needs the `flash` extra) or 'eager'."""
+    dtype: str = "auto"
+    """'auto' (bfloat16 on CUDA, float32 on CPU) or a torch dtype name such as 'float16'."""
+    device: str | None = None
+    """Torch device; None means CUDA when available, else CPU."""
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attn_implementation(cls, value: str) -> str:
+        if value not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}")
+        return value
+
+    @property
+    def _llm_type(self) -> str:
+        return "zoom-refine-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "max_new_tokens": self.max_new_tokens,
+            "max_patches": self.max_patches,
+            "attn_implementation": self.attn_implementation,
+            "dtype": self.dtype,
+        }
+
+    def load(self) -> LocalBackend:
+        """The shared processor and model, loading them now if this process has not yet."""
+        return load_local_backend(
+            self.model_path, self.dtype, self.device, self.attn_implementation
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        conversation = to_hf_conversation(messages)  # bad input fails before any loading
+        backend = self.load()
+        max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
+        inputs = self._prepare_inputs(backend, conversation)
+        new_ids = _generate_ids(backend, inputs, max_new_tokens, stop)
+        text = backend.processor.decode(new_ids, skip_special_tokens=True)
+        text, was_cut = _cut_at_stop(text, stop)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        generated = len(new_ids)
+        finish = (
+            "stop" if was_cut or _ends_generation(backend, new_ids, max_new_tokens) else "length"
+        )
+        message = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": generated,
+                "total_tokens": prompt_tokens + generated,
+            },
+            response_metadata={
+                "model_name": self.model_path,
+                "vision_tiles": _vision_tiles(inputs),
+                "prompt_tokens": prompt_tokens,
+                "generated_tokens": generated,
+                "finish_reason": finish,
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _prepare_inputs(self, backend: LocalBackend, conversation: list[HFMessage]) -> Any:
+        """Render the chat template, tile the images and tokenize, on the model's device."""
+        processor_kwargs: dict[str, Any] = {}
+        image_processor = getattr(backend.processor, "image_processor", None)
+        if self.max_patches is not None and hasattr(image_processor, "max_patches"):
+            processor_kwargs["images_kwargs"] = {"max_patches": self.max_patches}
+        inputs = backend.processor.apply_chat_template(
+            conversation,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs=processor_kwargs,
+        )
+        return inputs.to(backend.model.device, dtype=backend.model.dtype)
+
+
+def _generate_ids(
+    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None
+) -> list[int]:
+    """Greedy decoding; returns only the new token ids (the end-of-turn token included)."""
+    import torch
+
+    stop_kwargs: dict[str, Any] = {}
+    if stop:
+        stop_kwargs = {"stop_strings": list(stop), "tokenizer": backend.processor.tokenizer}
+    with torch.inference_mode():
+        output = backend.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, **stop_kwargs
+        )
+    prompt_length = int(inputs["input_ids"].shape[1])
+    return [int(token) for token in output[0, prompt_length:].tolist()]
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """Cut at the earliest stop string; says whether one was found."""
+    positions = [text.find(marker) for marker in stop or [] if marker]
+    found = [position for position in positions if position >= 0]
+    if not found:
+        return text, False
+    return text[: min(found)], True
+
+
+def _ends_generation(backend: LocalBackend, new_ids: list[int], max_new_tokens: int) -> bool:
+    """True when decoding ended on an end-of-sequence token or before the token budget."""
+    if len(new_ids) < max_new_tokens:
+        return True
+    eos = backend.model.generation_config.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    return bool(new_ids) and new_ids[-1] in eos_ids
+
+
+def _vision_tiles(inputs: Any) -> int:
+    """Image tiles encoded (InternVL: tiles plus thumbnails over all images); 0 without images."""
+    pixel_values = inputs.get("pixel_values")
+    return 0 if pixel_values is None else int(pixel_values.shape[0])
