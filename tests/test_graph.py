@@ -277,12 +277,6 @@ def test_options_as_a_list_are_lettered(scene: Path) -> None:
     assert "A. red\nB. blue" in texts_in(model.requests[0][0])
 
 
-def test_mermaid_snapshot_matches_the_graph() -> None:
-    """The README's drawing is generated from the graph; a shape change shows up here."""
-    snapshot = Path(__file__).parent / "snapshots" / "graph.mmd"
-    assert build_graph().get_graph().draw_mermaid() == snapshot.read_text()
-
-
 def test_forced_norm1_frame_reproduces_the_official_drop_of_0_1000_boxes(scene: Path) -> None:
     model = ScriptedVisionModel(replies=["Answer: B\nBounding box: [600, 600, 700, 700]"])
     result = run(build_graph(), scene, model, box_format="norm1")
