@@ -62,8 +62,14 @@ class ZoomContext(ImageSettings):
     """Tile budget per image for InternVL loaded from an `hf:` spec: up to this many 448-px tiles
     plus a thumbnail (the paper's setting). None leaves the processor's default."""
 
+    request_timeout: float = 120.0
+    """Seconds before a request to a server (`openai:` specs) times out; the graph then retries
+    transient failures (see `graphs.zoom_refine.MODEL_RETRY`)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.image_format == "auto":
+            self.image_format = "png" if _is_in_process(self.model) else "jpeg"
         if not 1 <= self.max_hops <= MAX_HOPS_LIMIT:
             raise InvalidInputError(
                 f"max_hops must be within 1..{MAX_HOPS_LIMIT}, got {self.max_hops}"
@@ -82,3 +88,12 @@ class ZoomContext(ImageSettings):
     def recursion_limit(self) -> int:
         """A LangGraph recursion limit that admits `max_hops` zooms and nothing more."""
         return 3 * self.max_hops + 4
+
+
+def _is_in_process(model: str | BaseChatModel) -> bool:
+    """Our local backend takes images in memory (no request body to keep small): lossless PNG."""
+    from zoom_refine.agent.local_model import LocalVisionChatModel
+
+    if isinstance(model, str):
+        return model.startswith("hf:")
+    return isinstance(model, LocalVisionChatModel)

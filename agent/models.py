@@ -28,7 +28,7 @@ NEEDS_LANGCHAIN = (
 NO_API_KEY = "EMPTY"
 """Local OpenAI-compatible servers accept any key; the client library requires one."""
 
-_CACHE: dict[tuple[str, str | None, int, int | None], BaseChatModel] = {}
+_CACHE: dict[tuple[str, str | None, int, int | None, float], BaseChatModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -38,21 +38,26 @@ def load_chat_model(
     base_url: str | None = None,
     max_new_tokens: int = 512,
     max_patches: int | None = 12,
+    request_timeout: float = 120.0,
 ) -> BaseChatModel:
     """The chat model for `spec`, created once per process and argument set.
 
     Nothing is downloaded or loaded here for `hf:` specs: the local backend loads its weights
     on its first call.
     """
-    key = (spec, base_url, max_new_tokens, max_patches)
+    key = (spec, base_url, max_new_tokens, max_patches, request_timeout)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _create(spec, base_url, max_new_tokens, max_patches)
+            _CACHE[key] = _create(spec, base_url, max_new_tokens, max_patches, request_timeout)
         return _CACHE[key]
 
 
 def _create(
-    spec: str, base_url: str | None, max_new_tokens: int, max_patches: int | None
+    spec: str,
+    base_url: str | None,
+    max_new_tokens: int,
+    max_patches: int | None,
+    request_timeout: float,
 ) -> BaseChatModel:
     provider, _, name = spec.partition(":")
     if not name.strip():
@@ -64,7 +69,7 @@ def _create(
             model_path=name, max_new_tokens=max_new_tokens, max_patches=max_patches
         )
     if provider == "openai":
-        return _openai_model(name, base_url, max_new_tokens)
+        return _openai_model(name, base_url, max_new_tokens, request_timeout)
     try:
         from langchain.chat_models import init_chat_model
     except ImportError as error:
@@ -72,10 +77,18 @@ def _create(
     return init_chat_model(spec, temperature=0, max_tokens=max_new_tokens)
 
 
-def _openai_model(name: str, base_url: str | None, max_new_tokens: int) -> BaseChatModel:
+def _openai_model(
+    name: str, base_url: str | None, max_new_tokens: int, request_timeout: float
+) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
-    options: dict[str, Any] = {"model": name, "temperature": 0, "max_tokens": max_new_tokens}
+    options: dict[str, Any] = {
+        "model": name,
+        "temperature": 0,
+        "max_tokens": max_new_tokens,
+        "timeout": request_timeout,
+        "max_retries": 0,  # the graph's RetryPolicy retries, with backoff, per node
+    }
     if base_url:
         options["base_url"] = base_url
         # A local server needs no real key; a hosted one reads OPENAI_API_KEY as usual.

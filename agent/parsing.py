@@ -22,7 +22,9 @@ _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _SEP = r"\s*[,;]\s*|\s+"
 _FOUR = rf"({_NUMBER})(?:{_SEP})({_NUMBER})(?:{_SEP})({_NUMBER})(?:{_SEP})({_NUMBER})"
 
-_BOX_TAG = re.compile(r"<box>\s*\[\s*((?:\[[^\[\]]*\]\s*,?\s*)+)\]\s*</box>", re.IGNORECASE)
+# `\s*(?:,\s*)?` between inner lists, not `\s*,?\s*`: the latter splits whitespace ambiguously and
+# backtracks exponentially on an unclosed tag (`<box>[[] [] [] …` took a minute at 18 lists).
+_BOX_TAG = re.compile(r"<box>\s*\[\s*((?:\[[^\[\]]*\]\s*(?:,\s*)?)+)\]\s*</box>", re.IGNORECASE)
 _BBOX_2D = re.compile(
     rf"[\"']?bbox(?:_2d)?[\"']?\s*[:=]\s*[\[\(]\s*{_FOUR}\s*[\]\)]", re.IGNORECASE
 )

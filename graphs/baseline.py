@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.parsing import parse_choice, parse_open_answer
@@ -19,7 +20,7 @@ from zoom_refine.agent.state import (
     check_question,
     normalize_options,
 )
-from zoom_refine.graphs.calls import call_model, first_look, resolve_model, step_record
+from zoom_refine.graphs.calls import MODEL_RETRY, call_model, first_look, resolve_model, step_record
 from zoom_refine.tools.encoding import text_content_block
 
 
@@ -58,12 +59,14 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
     }
 
 
-def build_baseline_graph(*, name: str = "baseline") -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_baseline_graph(
+    *, name: str = "baseline", retry_policy: RetryPolicy | None = MODEL_RETRY
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """One node, same input and output schema as the Zoom-Refine graph."""
     builder = StateGraph(
         ZoomState, context_schema=ZoomContext, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("answer", answer_directly)
+    builder.add_node("answer", answer_directly, retry_policy=retry_policy)
     builder.add_edge(START, "answer")
     builder.add_edge("answer", END)
     return builder.compile(name=name)

@@ -9,6 +9,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import to_model_messages
@@ -17,6 +18,27 @@ from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.encoding import image_content_block
 from zoom_refine.tools.images import ImageSource, load_image
 from zoom_refine.tools.views import View, render_view
+
+
+def is_transient_model_error(error: BaseException) -> bool:
+    """Worth retrying: the server was unreachable, timed out, overloaded or failed (5xx).
+
+    Never a parse problem (those are recorded, not raised) nor a 4xx (a bad request stays bad).
+    """
+    import httpx
+    import openai
+
+    if isinstance(error, (openai.APIConnectionError, openai.RateLimitError)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code >= 500
+    return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+MODEL_RETRY = RetryPolicy(
+    max_attempts=3, initial_interval=1.0, backoff_factor=2.0, retry_on=is_transient_model_error
+)
+"""Retries for the nodes that call the model: 3 attempts, waiting about 1 s then 2 s."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ def resolve_model(context: ZoomContext) -> BaseChatModel:
         base_url=context.base_url,
         max_new_tokens=context.max_new_tokens,
         max_patches=context.max_patches,
+        request_timeout=context.request_timeout,
     )
 
 
@@ -102,5 +125,5 @@ def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
         hop=0,
         max_side=context.view_max_side,
     )
-    block = image_content_block(shown, context.image_format, context.jpeg_quality)
+    block = image_content_block(shown, context.encoding, context.jpeg_quality)
     return FirstLook(view=view, image_block=block, image_sha256=original.sha256)

@@ -17,6 +17,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
+from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.parsing import (
@@ -34,12 +35,11 @@ from zoom_refine.agent.state import (
     check_question,
     normalize_options,
 )
-from zoom_refine.graphs.calls import call_model, first_look, resolve_model, step_record
+from zoom_refine.graphs.calls import MODEL_RETRY, call_model, first_look, resolve_model, step_record
 from zoom_refine.tools.boxes import BoxFrame, detect_box_frame
 from zoom_refine.tools.crop_tool import CROP_TOOL_NAME, crop_tool
 from zoom_refine.tools.encoding import text_content_block
 from zoom_refine.tools.views import View
-
 
 NO_BOX = "no box in the reply: keeping the answer, no zoom"
 INVERTED_BOX = "box corners inverted and accept_inverted_boxes is off: no zoom"
@@ -186,21 +186,27 @@ def route_after_refine(state: ZoomState) -> Literal["localize", "__end__"]:
     return "__end__" if state.get("stop_reason") else "localize"
 
 
-def build_graph(*, name: str = "zoom_refine") -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_graph(
+    *, name: str = "zoom_refine", retry_policy: RetryPolicy | None = MODEL_RETRY
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The compiled Zoom-Refine graph. Invoke with `context=ZoomContext(...)` and
     `config={"recursion_limit": context.recursion_limit}`; compile your own from
     `build_builder()` to add a checkpointer."""
-    return build_builder().compile(name=name)
+    return build_builder(retry_policy=retry_policy).compile(name=name)
 
 
-def build_builder() -> StateGraph[Any, Any, Any, Any]:
-    """The uncompiled graph, for callers who compile it with a checkpointer or store."""
+def build_builder(
+    *, retry_policy: RetryPolicy | None = MODEL_RETRY
+) -> StateGraph[Any, Any, Any, Any]:
+    """The uncompiled graph, for callers who compile it with a checkpointer or store.
+
+    `retry_policy` applies to the two nodes that call the model (None: no retries)."""
     builder = StateGraph(
         ZoomState, context_schema=ZoomContext, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("localize", localize)
+    builder.add_node("localize", localize, retry_policy=retry_policy)
     builder.add_node("crop", ToolNode([crop_tool], name="crop"))
-    builder.add_node("refine", refine)
+    builder.add_node("refine", refine, retry_policy=retry_policy)
     builder.add_edge(START, "localize")
     builder.add_conditional_edges("localize", route_after_localize)
     builder.add_edge("crop", "refine")

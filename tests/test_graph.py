@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def scene(tmp_path: Path) -> Path:
 def run(
     graph: Any, image: Path | bytes, model: ScriptedVisionModel, **settings: Any
 ) -> dict[str, Any]:
-    context = ZoomContext(model=model, **settings)
+    context = ZoomContext(model=model, **{"image_format": "png", **settings})
     source = image if isinstance(image, bytes) else str(image)
     inputs: InputState = {
         "image": source,
@@ -176,7 +177,7 @@ def test_unsure_refine_zooms_again_inside_the_crop(scene: Path) -> None:
     assert result["answer"] == "A" and result["initial_answer"] == "B"
     assert result["stop_reason"] == "confident"
     # Each request extends the previous one: a growing prefix.
-    for earlier, later in zip(model.requests, model.requests[1:], strict=False):
+    for earlier, later in itertools.pairwise(model.requests):
         assert later[: len(earlier)] == earlier
     third = model.requests[2]
     assert "smaller region" in texts_in(third[-1]) and not images_in(third[-1])

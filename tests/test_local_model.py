@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from PIL import Image, ImageDraw
+
 from zoom_refine.agent.local_model import (
     LocalVisionChatModel,
     load_local_backend,

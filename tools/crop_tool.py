@@ -86,7 +86,7 @@ def crop_message_content(crop: Crop, settings: ImageSettings) -> list[dict[str, 
     )
     return [
         text_content_block(text),
-        image_content_block(crop.image, settings.image_format, settings.jpeg_quality),
+        image_content_block(crop.image, settings.encoding, settings.jpeg_quality),
     ]
 
 

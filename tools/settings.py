@@ -29,14 +29,21 @@ class ImageSettings:
     view_max_side: int = 2048
     """Longest side, in pixels, of any image sent to the model; larger regions are downsampled."""
 
-    image_format: ImageFormat = "png"
-    """Encoding of images sent to the model: lossless `png`, or `jpeg` for smaller requests."""
+    image_format: ImageFormat | Literal["auto"] = "auto"
+    """Encoding of images sent to the model: lossless `png`, or `jpeg` for requests a fraction of
+    the size (an 8K-derived view is ~1 MB, not ~10 MB). `auto`: `png` for in-process models,
+    `jpeg` for servers and APIs (resolved by the graph's context)."""
 
     jpeg_quality: int = 90
     """JPEG quality (1–95) when `image_format` is `jpeg`."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Largest input image accepted (width × height); a guard against decompression bombs."""
+
+    @property
+    def encoding(self) -> ImageFormat:
+        """The concrete format: `auto` means `png` unless a subclass resolved it."""
+        return "png" if self.image_format == "auto" else self.image_format
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.padding <= 10.0:
