@@ -20,6 +20,7 @@ DEFAULT_MODEL = "hf:OpenGVLab/InternVL3-2B-hf"
 MAX_HOPS_LIMIT = 8
 
 BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
+TileBudgetField = Literal["none", "transformers", "vllm"]
 
 PROMPT_FRAME: dict[PromptStyle, BoxFrame] = {"paper": "norm1", "internvl": "norm1000"}
 """The box frame each prompt style asks for."""
@@ -61,6 +62,12 @@ class ZoomContext(ImageSettings):
     max_patches: int | None = 12
     """Tile budget per image for InternVL loaded from an `hf:` spec: up to this many 448-px tiles
     plus a thumbnail (the paper's setting). None leaves the processor's default."""
+
+    server_tile_budget: TileBudgetField = "none"
+    """How to send `max_patches` to an OpenAI-compatible server with each request: `transformers`
+    (`transformers serve`: `chat_template_kwargs.processor_kwargs.images_kwargs.max_patches`),
+    `vllm` (`mm_processor_kwargs.max_dynamic_patch`, InternVL's vLLM processor), or `none`
+    (the server's own setting; some servers reject unknown request fields)."""
 
     request_timeout: float = 120.0
     """Seconds before a request to a server (`openai:` specs) times out; the graph then retries

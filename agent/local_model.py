@@ -13,7 +13,7 @@ import importlib.util
 import io
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -30,6 +30,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import field_validator
 
+from zoom_refine.agent.prefix_cache import PrefixCache, back_off_image
+
 if TYPE_CHECKING:
     import torch
 
@@ -40,10 +42,41 @@ HFBlock = dict[str, Any]
 
 @dataclass(frozen=True)
 class LocalBackend:
-    """A loaded processor and model (eval mode), shared by every chat model that names them."""
+    """A loaded processor and model (eval mode), shared by every chat model that names them.
+
+    `lock` serialises generation (one forward pass at a time on the model); `prefix_cache`
+    holds recent conversations' key/value caches for reuse (see `agent/prefix_cache.py`).
+    """
 
     processor: Any
     model: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache)
+
+    @property
+    def reuses_prefixes(self) -> bool:
+        """Prefix reuse needs 1-D positions and a fixed token count per image tile (InternVL).
+        Qwen-VL's 3-D rotary positions depend on the whole prompt: full prefill there."""
+        return getattr(self.model.config, "model_type", None) == "internvl"
+
+    @property
+    def image_token_id(self) -> int | None:
+        token_id = getattr(self.model.config, "image_token_id", None)
+        return int(token_id) if token_id is not None else None
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return int(getattr(self.processor, "image_seq_length", 256))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """New token ids, and what the call cost: tokens prefilled and reused, vision tiles encoded."""
+
+    new_ids: list[int]
+    prompt_tokens: int
+    cached_tokens: int
+    vision_tiles: int
 
 
 _BackendKey = tuple[str, str, str, str]
@@ -246,6 +279,9 @@ class LocalVisionChatModel(BaseChatModel):
     """'auto' (bfloat16 on CUDA, float32 on CPU) or a torch dtype name such as 'float16'."""
     device: str | None = None
     """Torch device; None means CUDA when available, else CPU."""
+    reuse_prefix: bool = True
+    """Start each call from the key/value cache of an earlier call in the same conversation
+    (InternVL), so the refine turn encodes only the crop and prefills only the new tokens."""
 
     @field_validator("attn_implementation")
     @classmethod
@@ -285,7 +321,8 @@ class LocalVisionChatModel(BaseChatModel):
         backend = self.load()
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
         inputs = self._prepare_inputs(backend, conversation)
-        new_ids = _generate_ids(backend, inputs, max_new_tokens, stop)
+        generation = generate(backend, inputs, max_new_tokens, stop, reuse=self.reuse_prefix)
+        new_ids = generation.new_ids
         text = backend.processor.decode(new_ids, skip_special_tokens=True)
         text, was_cut = _cut_at_stop(text, stop)
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -299,11 +336,14 @@ class LocalVisionChatModel(BaseChatModel):
                 "input_tokens": prompt_tokens,
                 "output_tokens": generated,
                 "total_tokens": prompt_tokens + generated,
+                "input_token_details": {"cache_read": generation.cached_tokens},
             },
             response_metadata={
                 "model_name": self.model_path,
-                "vision_tiles": _vision_tiles(inputs),
+                "vision_tiles": generation.vision_tiles,
                 "prompt_tokens": prompt_tokens,
+                "prefilled_tokens": prompt_tokens - generation.cached_tokens,
+                "cached_tokens": generation.cached_tokens,
                 "generated_tokens": generated,
                 "finish_reason": finish,
             },
@@ -327,21 +367,83 @@ class LocalVisionChatModel(BaseChatModel):
         return inputs.to(backend.model.device, dtype=backend.model.dtype)
 
 
-def _generate_ids(
-    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None
-) -> list[int]:
-    """Greedy decoding; returns only the new token ids (the end-of-turn token included)."""
+def generate(
+    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None, *, reuse: bool
+) -> Generation:
+    """Greedy decoding, starting from a cached prefix of the same conversation when there is one.
+
+    Returns only the new token ids (the end-of-turn token included) and the call's costs.
+    """
     import torch
 
+    ids = inputs["input_ids"][0]
+    reuse = reuse and backend.reuses_prefixes and backend.image_token_id is not None
+    with backend.lock, torch.inference_mode():
+        hit = backend.prefix_cache.take(ids) if reuse else None
+        if hit is None:
+            output = _run_generate(backend, inputs, max_new_tokens, stop, cache=None)
+            cached, tiles = 0, _vision_tiles(inputs)
+        else:
+            entry, length = hit
+            cached, tiles = _prefill_suffix(backend, inputs, entry.cache, length)
+            output = _run_generate(backend, _text_only(inputs), max_new_tokens, stop, entry.cache)
+        sequence = output.sequences[0]
+        cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+        if reuse and cache is not None:
+            backend.prefix_cache.put(sequence[: cache.get_seq_length()], cache)
+    prompt_length = int(ids.shape[0])
+    new_ids = [int(token) for token in sequence[prompt_length:].tolist()]
+    return Generation(new_ids, prompt_length, cached, tiles)
+
+
+def _run_generate(
+    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None, cache: Any
+) -> Any:
     stop_kwargs: dict[str, Any] = {}
     if stop:
         stop_kwargs = {"stop_strings": list(stop), "tokenizer": backend.processor.tokenizer}
-    with torch.inference_mode():
-        output = backend.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, **stop_kwargs
+    if cache is not None:
+        stop_kwargs["cache"] = cache
+    return backend.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        return_dict_in_generate=True,
+        **stop_kwargs,
+    )
+
+
+def _prefill_suffix(backend: LocalBackend, inputs: Any, cache: Any, length: int) -> tuple[int, int]:
+    """Extend `cache` (valid for the first `length` ids) to all ids but the last, encoding only
+    the images after the reused prefix. Returns (tokens reused, vision tiles encoded)."""
+    ids = inputs["input_ids"][0]
+    image_token_id = backend.image_token_id
+    assert image_token_id is not None
+    # Leave at least the last prompt token for generate(), and never split an image.
+    length = back_off_image(ids, min(length, ids.shape[0] - 1), image_token_id)
+    stored = cache.get_seq_length()
+    if length < stored:
+        cache.crop(length - stored)
+    prefix_tiles = int((ids[:length] == image_token_id).sum()) // backend.tokens_per_tile
+    pixel_values = inputs.get("pixel_values")
+    suffix_pixels = None if pixel_values is None else pixel_values[prefix_tiles:]
+    if suffix_pixels is not None and suffix_pixels.shape[0] == 0:
+        suffix_pixels = None
+    end = ids.shape[0] - 1
+    if end > length:
+        backend.model(
+            input_ids=inputs["input_ids"][:, length:end],
+            pixel_values=suffix_pixels,
+            attention_mask=inputs["attention_mask"][:, :end],
+            cache=cache,
+            use_cache=True,
         )
-    prompt_length = int(inputs["input_ids"].shape[1])
-    return [int(token) for token in output[0, prompt_length:].tolist()]
+    return length, 0 if suffix_pixels is None else int(suffix_pixels.shape[0])
+
+
+def _text_only(inputs: Any) -> dict[str, Any]:
+    """Inputs for decoding once every image is in the cache: ids and mask only."""
+    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:

@@ -28,7 +28,7 @@ NEEDS_LANGCHAIN = (
 NO_API_KEY = "EMPTY"
 """Local OpenAI-compatible servers accept any key; the client library requires one."""
 
-_CACHE: dict[tuple[str, str | None, int, int | None, float], BaseChatModel] = {}
+_CACHE: dict[tuple[str, str | None, int, int | None, float, str], BaseChatModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -39,16 +39,17 @@ def load_chat_model(
     max_new_tokens: int = 512,
     max_patches: int | None = 12,
     request_timeout: float = 120.0,
+    server_tile_budget: str = "none",
 ) -> BaseChatModel:
     """The chat model for `spec`, created once per process and argument set.
 
     Nothing is downloaded or loaded here for `hf:` specs: the local backend loads its weights
     on its first call.
     """
-    key = (spec, base_url, max_new_tokens, max_patches, request_timeout)
+    key = (spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _create(spec, base_url, max_new_tokens, max_patches, request_timeout)
+            _CACHE[key] = _create(*key)
         return _CACHE[key]
 
 
@@ -58,6 +59,7 @@ def _create(
     max_new_tokens: int,
     max_patches: int | None,
     request_timeout: float,
+    server_tile_budget: str,
 ) -> BaseChatModel:
     provider, _, name = spec.partition(":")
     if not name.strip():
@@ -69,7 +71,8 @@ def _create(
             model_path=name, max_new_tokens=max_new_tokens, max_patches=max_patches
         )
     if provider == "openai":
-        return _openai_model(name, base_url, max_new_tokens, request_timeout)
+        extra_body = server_tile_budget_body(server_tile_budget, max_patches)
+        return _openai_model(name, base_url, max_new_tokens, request_timeout, extra_body)
     try:
         from langchain.chat_models import init_chat_model
     except ImportError as error:
@@ -77,8 +80,24 @@ def _create(
     return init_chat_model(spec, temperature=0, max_tokens=max_new_tokens)
 
 
+def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, Any] | None:
+    """The request-body fields that carry an InternVL tile budget to a given server."""
+    if max_patches is None or field == "none":
+        return None
+    if field == "transformers":
+        images_kwargs = {"images_kwargs": {"max_patches": max_patches}}
+        return {"chat_template_kwargs": {"processor_kwargs": images_kwargs}}
+    if field == "vllm":
+        return {"mm_processor_kwargs": {"max_dynamic_patch": max_patches}}
+    raise InvalidInputError(f"server_tile_budget must be none, transformers or vllm; got {field!r}")
+
+
 def _openai_model(
-    name: str, base_url: str | None, max_new_tokens: int, request_timeout: float
+    name: str,
+    base_url: str | None,
+    max_new_tokens: int,
+    request_timeout: float,
+    extra_body: dict[str, Any] | None,
 ) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
@@ -89,6 +108,8 @@ def _openai_model(
         "timeout": request_timeout,
         "max_retries": 0,  # the graph's RetryPolicy retries, with backoff, per node
     }
+    if extra_body:
+        options["extra_body"] = extra_body
     if base_url:
         options["base_url"] = base_url
         # A local server needs no real key; a hosted one reads OPENAI_API_KEY as usual.

@@ -60,6 +60,7 @@ def resolve_model(context: ZoomContext) -> BaseChatModel:
         max_new_tokens=context.max_new_tokens,
         max_patches=context.max_patches,
         request_timeout=context.request_timeout,
+        server_tile_budget=context.server_tile_budget,
     )
 
 
@@ -82,15 +83,20 @@ def reply_text(reply: BaseMessage) -> str:
 
 
 def reply_usage(reply: BaseMessage) -> dict[str, int]:
-    """Counters for `usage`: one call, tokens where reported, vision tiles for local models."""
+    """Counters for `usage`: one call; tokens in / out / reused from a cache where reported; for
+    the local backend also the vision tiles encoded and the prompt tokens actually prefilled."""
     usage: dict[str, int] = {"model_calls": 1}
     metadata = getattr(reply, "usage_metadata", None) or {}
     for key in ("input_tokens", "output_tokens", "total_tokens"):
         if isinstance(metadata.get(key), int):
             usage[key] = int(metadata[key])
-    tiles = reply.response_metadata.get("vision_tiles") if isinstance(reply, AIMessage) else None
-    if isinstance(tiles, int):
-        usage["vision_tiles"] = tiles
+    details = metadata.get("input_token_details") or {}
+    if isinstance(details.get("cache_read"), int):
+        usage["cached_tokens"] = int(details["cache_read"])
+    response = reply.response_metadata if isinstance(reply, AIMessage) else {}
+    for key in ("vision_tiles", "prefilled_tokens"):
+        if isinstance(response.get(key), int):
+            usage[key] = int(response[key])
     return usage
 
 

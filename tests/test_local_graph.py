@@ -13,6 +13,13 @@ import pytest
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_baseline_graph, build_graph
+from zoom_refine.agent.local_model import load_local_backend
+
+
+def clear_prefix_caches(model_path: Path) -> None:
+    """Each run here measures a fresh encode: forget earlier conversations' caches."""
+    load_local_backend(str(model_path)).prefix_cache.clear()
+
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +35,7 @@ def uhd_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_localize(model_path: Path, image: Path, max_patches: int) -> dict[str, Any]:
     context = ZoomContext(model=f"hf:{model_path}", max_new_tokens=6, max_patches=max_patches)
+    clear_prefix_caches(model_path)
     result: dict[str, Any] = build_graph().invoke(
         {"image": str(image), "question": "What colour is the sky?", "options": ["blue", "red"]},
         context=context,

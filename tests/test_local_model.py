@@ -167,7 +167,10 @@ def test_uhd_image_counts_real_tiles_and_tokens(
     tiny_internvl_path: pathlib.Path, uhd_base64: str, max_patches: int
 ) -> None:
     model = LocalVisionChatModel(
-        model_path=str(tiny_internvl_path), max_new_tokens=8, max_patches=max_patches
+        reuse_prefix=False,
+        model_path=str(tiny_internvl_path),
+        max_new_tokens=8,
+        max_patches=max_patches,
     )
     reply = model.invoke([ask(v1_block(uhd_base64))])
     meta = reply.response_metadata
@@ -190,6 +193,7 @@ def test_uhd_image_counts_real_tiles_and_tokens(
         "input_tokens": meta["prompt_tokens"],
         "output_tokens": meta["generated_tokens"],
         "total_tokens": meta["prompt_tokens"] + meta["generated_tokens"],
+        "input_token_details": {"cache_read": meta["cached_tokens"]},
     }
 
 
@@ -197,7 +201,9 @@ def test_uhd_image_counts_real_tiles_and_tokens(
 def test_image_block_shapes_give_identical_prompts(
     tiny_internvl_path: pathlib.Path, uhd_base64: str
 ) -> None:
-    model = LocalVisionChatModel(model_path=str(tiny_internvl_path), max_new_tokens=2)
+    model = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), reuse_prefix=False, max_new_tokens=2
+    )
     data_url = f"data:image/png;base64,{uhd_base64}"
     blocks = [
         v1_block(uhd_base64),
@@ -217,7 +223,7 @@ def test_two_image_conversation_counts_both_images(
     tiny_internvl_path: pathlib.Path, uhd_base64: str
 ) -> None:
     model = LocalVisionChatModel(
-        model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=12
+        reuse_prefix=False, model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=12
     )
     crop = png_base64(make_image(1000, 600))
     messages = [
@@ -240,7 +246,9 @@ def test_two_image_conversation_counts_both_images(
 
 @pytest.mark.slow
 def test_text_only_and_stop_strings(tiny_internvl_path: pathlib.Path) -> None:
-    model = LocalVisionChatModel(model_path=str(tiny_internvl_path), max_new_tokens=8)
+    model = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), reuse_prefix=False, max_new_tokens=8
+    )
     full = model.invoke("Say something.")
     assert full.response_metadata["vision_tiles"] == 0
     text = str(full.content)
@@ -255,8 +263,12 @@ def test_text_only_and_stop_strings(tiny_internvl_path: pathlib.Path) -> None:
 
 @pytest.mark.slow
 def test_backend_is_loaded_once_per_process(tiny_internvl_path: pathlib.Path) -> None:
-    first = LocalVisionChatModel(model_path=str(tiny_internvl_path), max_patches=2)
-    second = LocalVisionChatModel(model_path=str(tiny_internvl_path), max_new_tokens=3)
+    first = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), reuse_prefix=False, max_patches=2
+    )
+    second = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), reuse_prefix=False, max_new_tokens=3
+    )
     backend = first.load()
     assert second.load() is backend
     assert load_local_backend(str(tiny_internvl_path), "float32", "cpu", "sdpa") is backend

@@ -1,0 +1,239 @@
+"""A real OpenAI-compatible server for tests: `transformers serve` on 127.0.0.1, one model, CPU.
+
+Facts about `transformers serve` (transformers 5.x, `cli/serve.py` and `cli/serving/`) that the
+helpers below rely on:
+- The positional `FORCE_MODEL` argument preloads the model before the HTTP server starts
+  listening, so the first successful `/health` means the model is in memory.
+- A server pinned to a model answers only requests whose `model` is **exactly** the string it was
+  started with (`"/tmp/x"` and `"/tmp/x/"` differ: HTTP 400 "Server is pinned to ..."). For a
+  local directory that string is the path as given on the command line; `/v1/models` lists it.
+- It stops cleanly on SIGTERM (uvicorn's graceful shutdown, about 2-3 s on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 180.0
+"""Import of torch + transformers and the model load: about 7 s on two CPU cores."""
+STOP_GRACE_S = 15.0
+"""How long SIGTERM may take before the whole process group is killed."""
+LOG_TAIL_CHARS = 6000
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
+
+
+class ServerStartError(RuntimeError):
+    """`transformers serve` exited or never became healthy; the message holds its output."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Where a test reaches the server, and the model name its requests must carry."""
+
+    base_url: str
+    """`http://127.0.0.1:PORT/v1`, ready for `ChatOpenAI(base_url=...)`."""
+    model_name: str
+    """The `model` field requests must send (see `served_model_name`)."""
+
+
+def served_model_name(model_dir: Path | str) -> str:
+    """The model name a server started by `serve_model(model_dir)` expects in requests.
+
+    It is the `FORCE_MODEL` string itself: `transformers serve` compares it verbatim.
+    """
+    return str(model_dir)
+
+
+def transformers_executable() -> Path:
+    """The `transformers` CLI of the running interpreter's environment (the venv's)."""
+    executable = Path(sys.executable).with_name("transformers")
+    if not executable.exists():
+        raise ServerStartError(
+            f"no `transformers` CLI next to {sys.executable}: "
+            "install the dev extra (pip install -e '.[dev]', which brings transformers[serving])"
+        )
+    return executable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def server_environment() -> dict[str, str]:
+    """This process's environment, offline: the server must never reach the Hub."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    return env
+
+
+@contextmanager
+def serve_model(
+    model_dir: Path | str,
+    *,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+    stop_grace: float = STOP_GRACE_S,
+) -> Iterator[str]:
+    """Run `transformers serve <model_dir>` on a free local port; yield its `/v1` base URL.
+
+    The server runs on the CPU in its own process group, with the Hub switched off; it is
+    always stopped on exit (SIGTERM, then SIGKILL after `stop_grace` seconds). If it dies or is
+    not healthy within `startup_timeout` seconds, `ServerStartError` carries its output.
+    `extra_args` are appended to the command line (e.g. `["--dtype", "float32"]`).
+    """
+    model_name = served_model_name(model_dir)
+    with tempfile.TemporaryFile(prefix="transformers-serve-", suffix=".log") as log:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port()
+            command = [
+                str(transformers_executable()),
+                "serve",
+                model_name,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                *extra_args,
+            ]
+            log.seek(0)
+            log.truncate()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(),
+                start_new_session=True,  # own process group: stopped as a whole, never orphaned
+            )
+            try:
+                root = f"http://{HOST}:{port}"
+                try:
+                    wait_until_healthy(process, root, log, command, startup_timeout)
+                except ServerStartError:
+                    # Another process may have taken the port between `free_port` and the bind.
+                    if attempt < PORT_ATTEMPTS and PORT_TAKEN in log_tail(log).lower():
+                        continue
+                    raise
+                check_model_listed(root, model_name, log)
+                yield f"{root}/v1"
+                return
+            finally:
+                stop_process_group(process, stop_grace)
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[bytes],
+    root: str,
+    log: IO[bytes],
+    command: Sequence[str],
+    timeout: float,
+) -> None:
+    """Poll `GET /health` until it answers 200; fail early, with the output, if the server exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = exit_status(process)
+        if code is not None:
+            raise ServerStartError(
+                f"`{' '.join(command)}` exited with code {code} before it was healthy.\n"
+                f"Its output:\n{log_tail(log)}"
+            )
+        try:
+            with urllib.request.urlopen(f"{root}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass  # not listening yet (the model loads before the socket opens)
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"`{' '.join(command)}` was not healthy after {timeout:.0f} s.\n"
+                f"Its output:\n{log_tail(log)}"
+            )
+        time.sleep(0.2)
+
+
+def check_model_listed(root: str, model_name: str, log: IO[bytes]) -> None:
+    """`/v1/models` must list the pinned model under the name requests will use, loaded."""
+    with urllib.request.urlopen(f"{root}/v1/models", timeout=10) as response:
+        listing = json.load(response)
+    entries = {entry.get("id"): entry for entry in listing.get("data", [])}
+    entry = entries.get(model_name)
+    if entry is None or entry.get("status", {}).get("value") != "loaded":
+        raise ServerStartError(
+            f"the server does not list {model_name!r} as loaded: {listing}\n"
+            f"Its output:\n{log_tail(log)}"
+        )
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the server's process group, SIGKILL it after `grace` seconds, reap the server.
+
+    The leader is only reaped after the group got its SIGKILL: until then its pid (the group id)
+    cannot be reused, so the signals never reach an unrelated process.
+    """
+    if exit_status(process) is None:
+        signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while exit_status(process) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # Whatever the leader did, nothing of its group may outlive the test session.
+    signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def exit_status(process: subprocess.Popen[bytes]) -> int | None:
+    """The server's exit status (negative: killed by that signal), or None while it runs.
+
+    The process is not reaped: it stays a zombie, keeping its pid (our group id) from reuse.
+    """
+    if process.returncode is not None:
+        return process.returncode
+    info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if info is None:
+        return None
+    return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+
+def signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Send `signum` to the process group the server leads (it was started in a new session)."""
+    with suppress(ProcessLookupError):  # the group is already gone
+        os.killpg(process.pid, signum)
+
+
+def log_tail(log: IO[bytes], limit: int = LOG_TAIL_CHARS) -> str:
+    """The last `limit` characters the server wrote (stdout and stderr together).
+
+    Read with `pread`: the server shares the file offset, which must stay at the end.
+    """
+    size = os.fstat(log.fileno()).st_size
+    start = max(0, size - 4 * limit)
+    text = os.pread(log.fileno(), size - start, start).decode("utf-8", errors="replace")
+    return text[-limit:]
