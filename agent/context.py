@@ -21,9 +21,10 @@ MAX_HOPS_LIMIT = 8
 
 BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
 TileBudgetField = Literal["none", "transformers", "vllm"]
+FamilySetting = Literal["auto", "internvl", "qwen2_5_vl", "qwen3_vl", "other"]
 
 PROMPT_FRAME: dict[PromptStyle, BoxFrame] = {"paper": "norm1", "internvl": "norm1000"}
-"""The box frame each prompt style asks for."""
+"""The box frame each prompt style asks for (a model family may still answer in its own)."""
 
 
 @dataclass(kw_only=True)
@@ -41,6 +42,18 @@ class ZoomContext(ImageSettings):
     `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view).
     A forced 0–1 or 0–1000 frame refuses numbers outside it: `norm1` reproduces the official code,
     which skips refinement when a model answers in 0–1000."""
+
+    model_family: FamilySetting = "auto"
+    """Box conventions of the model: `auto` reads a local model's config (and means `other` for
+    servers); or name it: `internvl`, `qwen2_5_vl` (pixels of its resized input), `qwen3_vl`
+    (0–1000), `other` (0–1 as asked)."""
+
+    qwen_min_pixels: int = 3136
+    """Qwen2.5-VL processor's `min_pixels`, to rebuild its resize for servers (local models report
+    the size they used)."""
+
+    qwen_max_pixels: int = 12_845_056
+    """Qwen2.5-VL processor's `max_pixels` (the released checkpoints' setting), likewise."""
 
     accept_inverted_boxes: bool = True
     """Swap a box's inverted corners (x2 < x1 or y2 < y1). False refuses such boxes (no zoom),
@@ -85,11 +98,6 @@ class ZoomContext(ImageSettings):
             raise InvalidInputError(
                 f"confidence_threshold must be within 0..1, got {self.confidence_threshold}"
             )
-
-    @property
-    def expected_box_frame(self) -> BoxFrame:
-        """The frame the prompt asks for; `auto` detection starts from it."""
-        return PROMPT_FRAME[self.prompt_style]
 
     @property
     def recursion_limit(self) -> int:

@@ -304,6 +304,12 @@ class LocalVisionChatModel(BaseChatModel):
             "dtype": self.dtype,
         }
 
+    @property
+    def model_type(self) -> str | None:
+        """The checkpoint's `config.model_type` (e.g. `internvl`, `qwen2_5_vl`); loads the model."""
+        model_type = getattr(self.load().model.config, "model_type", None)
+        return str(model_type) if model_type is not None else None
+
     def load(self) -> LocalBackend:
         """The shared processor and model, loading them now if this process has not yet."""
         return load_local_backend(
@@ -346,6 +352,7 @@ class LocalVisionChatModel(BaseChatModel):
                 "cached_tokens": generation.cached_tokens,
                 "generated_tokens": generated,
                 "finish_reason": finish,
+                **_image_sizes(backend, inputs),
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -462,6 +469,17 @@ def _ends_generation(backend: LocalBackend, new_ids: list[int], max_new_tokens: 
     eos = backend.model.generation_config.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
     return bool(new_ids) and new_ids[-1] in eos_ids
+
+
+def _image_sizes(backend: LocalBackend, inputs: Any) -> dict[str, list[list[int]]]:
+    """`image_sizes`: [width, height] each image was resized to, where the processor resizes
+    whole images (Qwen-VL: grid × patch size); that is the frame of Qwen2.5-VL's pixel boxes."""
+    grid = inputs.get("image_grid_thw")
+    if grid is None:
+        return {}
+    patch = int(getattr(backend.processor.image_processor, "patch_size", 14))
+    sizes = [[int(w) * patch, int(h) * patch] for _, h, w in grid.tolist()]
+    return {"image_sizes": sizes}
 
 
 def _vision_tiles(inputs: Any) -> int:

@@ -13,6 +13,7 @@ from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import to_model_messages
+from zoom_refine.agent.families import Family, detect_family
 from zoom_refine.agent.models import load_chat_model
 from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.encoding import image_content_block
@@ -48,6 +49,8 @@ class ModelReply:
     text: str
     seconds: float
     usage: dict[str, int]
+    image_sizes: list[list[int]] | None = None
+    """[width, height] each image was resized to by the model's processor, when it says."""
 
 
 def resolve_model(context: ZoomContext) -> BaseChatModel:
@@ -64,12 +67,25 @@ def resolve_model(context: ZoomContext) -> BaseChatModel:
     )
 
 
+def resolve_family(context: ZoomContext, model: BaseChatModel) -> Family:
+    """The model family: as set in the context, else detected from the model."""
+    if context.model_family != "auto":
+        return context.model_family
+    return detect_family(model)
+
+
 def call_model(model: BaseChatModel, log: Sequence[BaseMessage]) -> ModelReply:
     """Send the conversation (as plain turns) and time the call."""
     started = time.perf_counter()
     reply = model.invoke(to_model_messages(log))
     seconds = time.perf_counter() - started
-    return ModelReply(text=reply_text(reply), seconds=round(seconds, 4), usage=reply_usage(reply))
+    sizes = reply.response_metadata.get("image_sizes") if isinstance(reply, AIMessage) else None
+    return ModelReply(
+        text=reply_text(reply),
+        seconds=round(seconds, 4),
+        usage=reply_usage(reply),
+        image_sizes=sizes if isinstance(sizes, list) else None,
+    )
 
 
 def reply_text(reply: BaseMessage) -> str:

@@ -20,6 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.families import Family, expected_frame, qwen_resized_size
 from zoom_refine.agent.parsing import (
     RawBox,
     parse_box,
@@ -35,8 +36,16 @@ from zoom_refine.agent.state import (
     check_question,
     normalize_options,
 )
-from zoom_refine.graphs.calls import MODEL_RETRY, call_model, first_look, resolve_model, step_record
-from zoom_refine.tools.boxes import BoxFrame, detect_box_frame
+from zoom_refine.graphs.calls import (
+    MODEL_RETRY,
+    ModelReply,
+    call_model,
+    first_look,
+    resolve_family,
+    resolve_model,
+    step_record,
+)
+from zoom_refine.tools.boxes import BoxFrame, box_pixels_of_size_to_norm1, detect_box_frame
 from zoom_refine.tools.crop_tool import CROP_TOOL_NAME, crop_tool
 from zoom_refine.tools.encoding import text_content_block
 from zoom_refine.tools.views import View
@@ -69,13 +78,20 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         prompt = HumanMessage(content=zoom_again_prompt(options, context.prompt_style))
 
     log = [*state.get("messages", []), prompt]
-    reply = call_model(resolve_model(context), log)
+    model = resolve_model(context)
+    reply = call_model(model, log)
     answer = _parse_answer(reply.text, options, rechecked=False)
     box = parse_box(reply.text)
-    frame, rejection = _accept_box(box, context) if box else (None, NO_BOX)
+    expected = expected_frame(resolve_family(context, model), context.prompt_style == "internvl")
+    frame, rejection = _accept_box(box, expected, context) if box else (None, NO_BOX)
     tool_calls = []
+    frame_size = None
     if box and frame:
-        args = {"image_id": view.id, "box": list(box), "box_format": frame}
+        crop_box, crop_frame = list(box), frame
+        if frame == "pixel":  # pixels of the image as the model's processor resized it
+            frame_size = _pixel_frame_size(reply, view, resolve_family(context, model), context)
+            crop_box, crop_frame = box_pixels_of_size_to_norm1(box, frame_size), "norm1"
+        args = {"image_id": view.id, "box": crop_box, "box_format": crop_frame}
         tool_calls = [{"name": CROP_TOOL_NAME, "args": args, "id": f"crop-{hop + 1}"}]
     step = step_record(
         "localize",
@@ -85,6 +101,7 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         answer=answer,
         box=list(box) if box else None,
         box_frame=frame,
+        frame_size=list(frame_size) if frame_size else None,
         confidence=None,
         note=rejection,
     )
@@ -150,7 +167,27 @@ def _parse_answer(text: str, options: dict[str, str] | None, *, rechecked: bool)
     return parse_open_answer(text, rechecked=rechecked)
 
 
-def _accept_box(box: RawBox, context: ZoomContext) -> tuple[BoxFrame | None, str | None]:
+def _pixel_frame_size(
+    reply: ModelReply, view: View, family: Family, context: ZoomContext
+) -> tuple[int, int]:
+    """(width, height) of the image a pixel box was drawn on: the size the model's processor
+    resized the last image to (reported by local models, rebuilt for Qwen2.5-VL servers), else
+    the size we showed it at."""
+    if reply.image_sizes:
+        width, height = reply.image_sizes[-1]
+        return int(width), int(height)
+    if family == "qwen2_5_vl":
+        return qwen_resized_size(
+            view.shown_size,
+            min_pixels=context.qwen_min_pixels,
+            max_pixels=context.qwen_max_pixels,
+        )
+    return view.shown_size
+
+
+def _accept_box(
+    box: RawBox, expected: BoxFrame, context: ZoomContext
+) -> tuple[BoxFrame | None, str | None]:
     """The frame to read `box` in, or None and why the box is refused.
 
     `auto` detects the frame from the numbers. A forced frame refuses numbers outside its range,
@@ -159,7 +196,7 @@ def _accept_box(box: RawBox, context: ZoomContext) -> tuple[BoxFrame | None, str
     if not context.accept_inverted_boxes and (box[2] < box[0] or box[3] < box[1]):
         return None, INVERTED_BOX
     if context.box_format == "auto":
-        return detect_box_frame(box, context.expected_box_frame), None
+        return detect_box_frame(box, expected), None
     limit = FRAME_LIMITS.get(context.box_format)
     if limit is not None and any(not 0 <= value <= limit for value in box):
         return None, OUT_OF_RANGE.format(frame=context.box_format)

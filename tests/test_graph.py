@@ -293,3 +293,31 @@ def test_refusing_inverted_boxes_reproduces_the_official_behaviour(scene: Path) 
 
     assert len(model.requests) == 1 and result["stop_reason"] == "no_box"
     assert "inverted" in result["steps"][0]["note"]
+
+
+def test_qwen2_5_vl_pixel_boxes_map_through_the_processor_resize(scene: Path) -> None:
+    """Qwen2.5-VL answers in pixels of its resized input: the 2048×1536 view becomes 2044×1540
+    (multiples of 28), so the box must be divided by that, not by the view's size."""
+    model = ScriptedVisionModel(
+        replies=[
+            '{"bbox_2d": [1226, 924, 1431, 1078]}\nAnswer: B',
+            "Rechecked Answer: A\nConfidence: 0.9",
+        ]
+    )
+    result = run(
+        build_graph(), scene, model, model_family="qwen2_5_vl", padding=0.0, min_crop_side=0
+    )
+
+    localize = result["steps"][0]
+    assert localize["box_frame"] == "pixel" and localize["frame_size"] == [2044, 1540]
+    # 1226 / 2044 × 4000 = 2399.2 → 2399; 924 / 1540 × 3000 = 1800; 1431 / 2044 × 4000 = 2800.4 → 2801
+    assert result["views"][1]["box"] == [2399, 1800, 2801, 2100]
+
+
+def test_pixel_boxes_of_other_models_use_the_shown_size(scene: Path) -> None:
+    model = ScriptedVisionModel(
+        replies=["Answer: B\nBounding box: [1228.8, 921.6, 1433.6, 1075.2]", "Rechecked Answer: A"]
+    )
+    result = run(build_graph(), scene, model, box_format="pixel", padding=0.0, min_crop_side=0)
+    assert result["steps"][0]["frame_size"] == [2048, 1536]
+    assert result["views"][1]["box"] == [2400, 1800, 2800, 2100]

@@ -104,6 +104,16 @@ def box_to_pixels(
     return box_shown_pixels_to_pixels(box, region, shown_size)
 
 
+def box_pixels_of_size_to_norm1(box: Sequence[float], size: tuple[int, int]) -> list[float]:
+    """A box in pixels of an image of `size` = (width, height) → fractions 0–1 of that image.
+
+    For models whose pixel frame is their own resized input (Qwen2.5-VL), not what we sent.
+    """
+    width, height = size
+    x1, y1, x2, y2 = box
+    return [x1 / width, y1 / height, x2 / width, y2 / height]
+
+
 def box_pixels_to_norm1000(box: Box, region: Box) -> list[int]:
     """Original-image pixels → 0–1000 of `region` (to tell a model where it looked before)."""
     return [

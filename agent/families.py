@@ -1,0 +1,72 @@
+"""Model families and the box conventions each one speaks.
+
+- InternVL2.5 / InternVL3: native grounding is `<box>[[…]]</box>` in 0–1000; under the paper's
+  prompt they answer in 0–1.
+- Qwen2.5-VL: absolute pixels **of the resized input its processor produced** (sides multiples of
+  28, area within `min_pixels`..`max_pixels`), not of the image we sent.
+- Qwen3-VL: 0–1000.
+- Anything else (API models, unknown servers): the prompt asks for 0–1 and `auto` detection applies.
+
+The family comes from the model's config for local models, or from `ZoomContext.model_family`
+for servers (whose config we cannot see).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.language_models import BaseChatModel
+
+from zoom_refine.tools.boxes import BoxFrame
+
+Family = Literal["internvl", "qwen2_5_vl", "qwen3_vl", "other"]
+
+MODEL_TYPES: dict[str, Family] = {
+    "internvl": "internvl",
+    "internvl_chat": "internvl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "qwen3_vl_moe": "qwen3_vl",
+}
+
+QWEN_PATCH_FACTOR = 28
+"""Qwen2.5-VL resizes so both sides are multiples of 14-px patches × 2×2 merge = 28 px."""
+
+
+def family_from_model_type(model_type: str | None) -> Family:
+    """The family of a transformers `config.model_type` (e.g. `internvl`, `qwen2_5_vl`)."""
+    return MODEL_TYPES.get(model_type or "", "other")
+
+
+def detect_family(model: BaseChatModel) -> Family:
+    """The family of a model object: from its config for our local backend, else `other`."""
+    from zoom_refine.agent.local_model import LocalVisionChatModel
+
+    if isinstance(model, LocalVisionChatModel):
+        return family_from_model_type(model.model_type)
+    return "other"
+
+
+def expected_frame(family: Family, asks_norm1000: bool) -> BoxFrame:
+    """The frame to expect a box in, given the family and whether the prompt asked for 0–1000.
+
+    Qwen models keep their native frame whatever the prompt says; others follow the prompt.
+    """
+    if family == "qwen2_5_vl":
+        return "pixel"
+    if family == "qwen3_vl" or asks_norm1000:
+        return "norm1000"
+    return "norm1"
+
+
+def qwen_resized_size(
+    size: tuple[int, int], *, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """(width, height) Qwen2.5-VL's processor resizes an image of `size` to (its pixel frame)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    width, height = size
+    resized_height, resized_width = smart_resize(
+        height, width, factor=QWEN_PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
+    )
+    return int(resized_width), int(resized_height)
