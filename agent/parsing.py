@@ -5,8 +5,10 @@ and the graph records that. Rules, in order of trust:
 
 - Letters: the last `Rechecked Answer: X` (when asked for it), else the last `Answer: X`, else
   "the answer is X", else a reply that *starts* with a lone letter (`B`, `(B)`, `B.`). A letter must
-  stand alone (`Answer: A large cat` is not `A`), and must be one of the offered letters. We never
-  take the first capital letter anywhere (the official rule reads "The answer is B" as `E`).
+  stand alone (`Answer: A large cat` is not `A`; after "the answer is" only a capital may run on:
+  "the answer is C because…" is `C`, "the answer is a dog" is nothing), and must be one of the
+  offered letters. We never take the first capital letter anywhere (the official rule reads
+  "The answer is B" as `E`).
 - Boxes: labelled boxes first (`<box>[[…]]</box>`, `"bbox_2d": […]`, `Bounding box: […]`), then
   any bracketed four numbers in prose, in reading order. Non-finite numbers mean "no box".
 - Confidence: `Confidence: 0.8`, `80%`, `8/10`, `85` (0–100), or `high` / `medium` / `low`.
@@ -28,34 +30,39 @@ _BOX_TAG = re.compile(r"<box>\s*\[\s*((?:\[[^\[\]]*\]\s*(?:,\s*)?)+)\]\s*</box>"
 _BBOX_2D = re.compile(
     rf"[\"']?bbox(?:_2d)?[\"']?\s*[:=]\s*[\[\(]\s*{_FOUR}\s*[\]\)]", re.IGNORECASE
 )
+# Optional tokens carry their own trailing `\s*` (`(?:\*\*\s*)?`, not `(?:\*\*)?\s*`): runs of
+# `\s*` separated only by optional tokens backtrack polynomially on long whitespace ("box" followed
+# by 1000 spaces took minutes). The patterns below accept the same texts as the naive spelling.
 _LABELLED = re.compile(
-    rf"(?:bounding[\s_-]*box|bbox|box)\s*(?:\*\*)?\s*[:=]?\s*(?:\*\*)?\s*\[\s*\[?\s*{_FOUR}\s*\]?\s*\]",
+    rf"(?:bounding[\s_-]*box|bbox|box)\s*(?:\*\*\s*)?(?:[:=]\s*)?(?:\*\*\s*)?\[\s*(?:\[\s*)?{_FOUR}\s*(?:\]\s*)?\]",
     re.IGNORECASE,
 )
 _BRACKETED = re.compile(rf"[\[\(]\s*{_FOUR}\s*[\]\)]")
 _INNER_LIST = re.compile(rf"\[\s*{_FOUR}\s*\]")
 
 _LETTER_AFTER_LABEL = (
-    r"\s*(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*[\[\(\{<]?\s*([A-Za-z])\s*[\]\)\}>]?"
+    r"\s*(?:(?:\*\*|__)\s*)?[:：]\s*(?:(?:\*\*|__)\s*)?(?:[\[\(\{<]\s*)?([A-Za-z])(?:\s*[\]\)\}>])?"
     r"(?=\s*$|\s*[.,:;!*\]\)\n]|\s+[-–—])"
 )
 _RECHECKED = re.compile(r"rechecked\s+answer" + _LETTER_AFTER_LABEL, re.IGNORECASE | re.MULTILINE)
 _ANSWER = re.compile(
     r"(?<![A-Za-z])(?:final\s+)?answer(?!\s*is)" + _LETTER_AFTER_LABEL, re.IGNORECASE | re.MULTILINE
 )
+# After "the answer is", a capital may run on ("the answer is C because…"), but a lower-case
+# letter must stand alone: "the answer is a dog" is not `A`.
 _ANSWER_IS = re.compile(
-    r"answer\s+(?:is|would\s+be|should\s+be)\s*(?:option\s*)?[:：]?\s*(?:\*\*)?\s*[\[\(]?([A-Z])[\]\)]?"
-    r"(?![A-Za-z])",
+    r"answer\s+(?:is|would\s+be|should\s+be)\s*(?:option\s*)?(?:[:：]\s*)?(?:\*\*\s*)?[\[\(]?"
+    r"(?:(?-i:([A-Z]))[\]\)]?(?![A-Za-z])|([a-z])(?=[\]\)]?(?:\s*$|\s*[.,:;!*\]\)\n]|\s+[-–—])))",
     re.IGNORECASE,
 )
-_LEADING_LETTER = re.compile(r"^\s*(?:\*\*)?[\[\(]?([A-Z])(?:[\]\)\.:]|\s*$|\s+[-–—])")
+_LEADING_LETTER = re.compile(r"^\s*(?:\*\*)?[\[\(]?([A-Z])(?:[\]\)\.:*]|\s*$|\s+[-–—])")
 
-_TEXT_AFTER_LABEL = r"\s*(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*(.+)"
+_TEXT_AFTER_LABEL = r"\s*(?:(?:\*\*|__)\s*)?[:：]\s*(?:(?:\*\*|__)\s*)?(.+)"
 _RECHECKED_TEXT = re.compile(r"rechecked\s+answer" + _TEXT_AFTER_LABEL, re.IGNORECASE)
 _ANSWER_TEXT = re.compile(r"(?<![A-Za-z])(?:final\s+)?answer" + _TEXT_AFTER_LABEL, re.IGNORECASE)
 
 _CONFIDENCE = re.compile(
-    r"confidence(?:\s+(?:level|score))?\s*(?:\*\*)?\s*(?:[:：=]|is|of)\s*(?:\*\*)?\s*"
+    r"confidence(?:\s+(?:level|score))?\s*(?:\*\*\s*)?(?:[:：=]|is|of)\s*(?:\*\*\s*)?"
     rf"(?:(?P<word>very\s+high|high|medium|moderate|low|very\s+low)|(?P<num>{_NUMBER})\s*(?P<unit>%|/\s*10{{1,2}})?)",
     re.IGNORECASE,
 )
@@ -95,7 +102,7 @@ def parse_choice(text: str, letters: Iterable[str], *, rechecked: bool = False) 
 def _last_valid(matches: Iterable[re.Match[str]], valid: set[str]) -> str | None:
     chosen = None
     for match in matches:
-        letter = match.group(1).upper()
+        letter = next(group for group in match.groups() if group).upper()
         if letter in valid:
             chosen = letter
     return chosen

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from zoom_refine.tools.errors import ImageLoadError, ImageTooLargeError
 
 ImageSource = str | os.PathLike[str] | bytes
