@@ -30,6 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import field_validator
 
+from zoom_refine.agent.batching import MicroBatcher
 from zoom_refine.agent.prefix_cache import PrefixCache, back_off_image
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class LocalBackend:
     model: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
+    batchers: dict[Any, MicroBatcher[Any, Any]] = field(default_factory=dict)
 
     @property
     def reuses_prefixes(self) -> bool:
@@ -77,6 +79,12 @@ class Generation:
     prompt_tokens: int
     cached_tokens: int
     vision_tiles: int
+    budget: int
+    """The max_new_tokens the call ran with."""
+    stop: tuple[str, ...] = ()
+    image_sizes: list[list[int]] | None = None
+    """[width, height] per image where the processor resizes whole images (Qwen-VL)."""
+    batch_size: int = 1
 
 
 _BackendKey = tuple[str, str, str, str]
@@ -156,6 +164,9 @@ def _load_backend(
         model_path, dtype=torch_dtype, attn_implementation=attn_implementation, device_map=device
     )
     model.eval()  # type: ignore[no-untyped-call]
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"  # batched generation continues each row at its end
     return LocalBackend(processor=processor, model=model)
 
 
@@ -279,6 +290,11 @@ class LocalVisionChatModel(BaseChatModel):
     """'auto' (bfloat16 on CUDA, float32 on CPU) or a torch dtype name such as 'float16'."""
     device: str | None = None
     """Torch device; None means CUDA when available, else CPU."""
+    max_batch_size: int = 1
+    """Most concurrent calls (e.g. from `graph.batch`) run as one padded `generate`; 1 = none.
+    A batch of one keeps prefix reuse; larger batches prefill in full."""
+    batch_wait_ms: float = 5.0
+    """How long the first of several concurrent calls waits for company, in milliseconds."""
     reuse_prefix: bool = True
     """Start each call from the key/value cache of an earlier call in the same conversation
     (InternVL), so the refine turn encodes only the crop and prefills only the new tokens."""
@@ -326,22 +342,28 @@ class LocalVisionChatModel(BaseChatModel):
         conversation = to_hf_conversation(messages)  # bad input fails before any loading
         backend = self.load()
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
-        inputs = self._prepare_inputs(backend, conversation)
-        generation = generate(backend, inputs, max_new_tokens, stop, reuse=self.reuse_prefix)
-        new_ids = generation.new_ids
+        request = GenerationRequest(conversation, max_new_tokens, tuple(stop or ()))
+        if self.max_batch_size > 1:
+            batcher = self._batcher(backend)
+            generation = batcher.submit(request, key=(max_new_tokens, request.stop))
+        else:
+            generation = self._generate_batch(backend, [request])[0]
+        return ChatResult(generations=[ChatGeneration(message=self._message(backend, generation))])
+
+    def _message(self, backend: LocalBackend, generation: Generation) -> AIMessage:
+        new_ids, prompt_tokens = generation.new_ids, generation.prompt_tokens
         text = backend.processor.decode(new_ids, skip_special_tokens=True)
-        text, was_cut = _cut_at_stop(text, stop)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        generated = len(new_ids)
+        text, was_cut = _cut_at_stop(text, list(generation.stop))
         finish = (
-            "stop" if was_cut or _ends_generation(backend, new_ids, max_new_tokens) else "length"
+            "stop" if was_cut or _ends_generation(backend, new_ids, generation.budget) else "length"
         )
-        message = AIMessage(
+        sizes = {"image_sizes": generation.image_sizes} if generation.image_sizes else {}
+        return AIMessage(
             content=text,
             usage_metadata={
                 "input_tokens": prompt_tokens,
-                "output_tokens": generated,
-                "total_tokens": prompt_tokens + generated,
+                "output_tokens": len(new_ids),
+                "total_tokens": prompt_tokens + len(new_ids),
                 "input_token_details": {"cache_read": generation.cached_tokens},
             },
             response_metadata={
@@ -350,32 +372,64 @@ class LocalVisionChatModel(BaseChatModel):
                 "prompt_tokens": prompt_tokens,
                 "prefilled_tokens": prompt_tokens - generation.cached_tokens,
                 "cached_tokens": generation.cached_tokens,
-                "generated_tokens": generated,
+                "generated_tokens": len(new_ids),
+                "batch_size": generation.batch_size,
                 "finish_reason": finish,
-                **_image_sizes(backend, inputs),
+                **sizes,
             },
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _prepare_inputs(self, backend: LocalBackend, conversation: list[HFMessage]) -> Any:
-        """Render the chat template, tile the images and tokenize, on the model's device."""
+    def _batcher(self, backend: LocalBackend) -> MicroBatcher[GenerationRequest, Generation]:
+        """The backend's shared micro-batcher for this model's batch settings."""
+        key = (self.max_batch_size, self.batch_wait_ms, self.max_patches, self.reuse_prefix)
+        with backend.lock:
+            if key not in backend.batchers:
+                backend.batchers[key] = MicroBatcher(
+                    run_batch=lambda requests: self._generate_batch(backend, requests),
+                    max_batch_size=self.max_batch_size,
+                    wait_seconds=self.batch_wait_ms / 1000.0,
+                )
+            return backend.batchers[key]
+
+    def _generate_batch(
+        self, backend: LocalBackend, requests: Sequence[GenerationRequest]
+    ) -> list[Generation]:
+        """One request: greedy decoding with prefix reuse. Several: one left-padded generate."""
+        inputs = self._prepare_inputs(backend, [request.conversation for request in requests])
+        first = requests[0]
+        if len(requests) == 1:
+            return [generate(backend, inputs, first, reuse=self.reuse_prefix)]
+        return generate_padded(backend, inputs, requests)
+
+    def _prepare_inputs(self, backend: LocalBackend, conversations: list[list[HFMessage]]) -> Any:
+        """Render the chat template, tile the images and tokenize (left-padded), on the device."""
         processor_kwargs: dict[str, Any] = {}
         image_processor = getattr(backend.processor, "image_processor", None)
         if self.max_patches is not None and hasattr(image_processor, "max_patches"):
             processor_kwargs["images_kwargs"] = {"max_patches": self.max_patches}
         inputs = backend.processor.apply_chat_template(
-            conversation,
+            conversations if len(conversations) > 1 else conversations[0],
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
+            padding=len(conversations) > 1,
             processor_kwargs=processor_kwargs,
         )
         return inputs.to(backend.model.device, dtype=backend.model.dtype)
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One conversation to continue, with its token budget and stop strings."""
+
+    conversation: list[HFMessage]
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
 def generate(
-    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None, *, reuse: bool
+    backend: LocalBackend, inputs: Any, request: GenerationRequest, *, reuse: bool
 ) -> Generation:
     """Greedy decoding, starting from a cached prefix of the same conversation when there is one.
 
@@ -384,11 +438,12 @@ def generate(
     import torch
 
     ids = inputs["input_ids"][0]
+    max_new_tokens, stop = request.max_new_tokens, list(request.stop)
     reuse = reuse and backend.reuses_prefixes and backend.image_token_id is not None
     with backend.lock, torch.inference_mode():
         hit = backend.prefix_cache.take(ids) if reuse else None
         if hit is None:
-            output = _run_generate(backend, inputs, max_new_tokens, stop, cache=None)
+            output = _run_generate(backend, inputs, max_new_tokens, stop, None)
             cached, tiles = 0, _vision_tiles(inputs)
         else:
             entry, length = hit
@@ -400,7 +455,82 @@ def generate(
             backend.prefix_cache.put(sequence[: cache.get_seq_length()], cache)
     prompt_length = int(ids.shape[0])
     new_ids = [int(token) for token in sequence[prompt_length:].tolist()]
-    return Generation(new_ids, prompt_length, cached, tiles)
+    sizes = _image_sizes(backend, inputs.get("image_grid_thw"))
+    return Generation(new_ids, prompt_length, cached, tiles, max_new_tokens, request.stop, sizes)
+
+
+def generate_padded(
+    backend: LocalBackend, inputs: Any, requests: Sequence[GenerationRequest]
+) -> list[Generation]:
+    """Several conversations in one left-padded greedy `generate` (no prefix reuse)."""
+    import torch
+
+    first = requests[0]
+    with backend.lock, torch.inference_mode():
+        output = _run_generate(backend, inputs, first.max_new_tokens, list(first.stop), None)
+    width = int(inputs["input_ids"].shape[1])
+    image_rows = _image_rows_per_sample(backend, inputs, requests)
+    generations = []
+    for row, request in enumerate(requests):
+        new_ids = _until_end(backend, output.sequences[row, width:].tolist())
+        prompt_tokens = int(inputs["attention_mask"][row].sum())
+        tiles, sizes = image_rows[row]
+        generations.append(
+            Generation(
+                new_ids,
+                prompt_tokens,
+                0,
+                tiles,
+                request.max_new_tokens,
+                request.stop,
+                sizes,
+                batch_size=len(requests),
+            )
+        )
+    return generations
+
+
+def _until_end(backend: LocalBackend, ids: list[int]) -> list[int]:
+    """A padded row's new tokens up to and including its first end-of-sequence token."""
+    eos = backend.model.generation_config.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    for index, token in enumerate(ids):
+        if token in eos_ids:
+            return [int(t) for t in ids[: index + 1]]
+    return [int(t) for t in ids]
+
+
+def _image_rows_per_sample(
+    backend: LocalBackend, inputs: Any, requests: Sequence[GenerationRequest]
+) -> list[tuple[int, list[list[int]] | None]]:
+    """Per sample: vision tiles encoded, and resized image sizes (Qwen-VL), from batch tensors."""
+    image_token_id = backend.image_token_id
+    pixel_values = inputs.get("pixel_values")
+    grid = inputs.get("image_grid_thw")
+    counts = [
+        sum(
+            1
+            for message in request.conversation
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "image"
+        )
+        for request in requests
+    ]
+    rows: list[tuple[int, list[list[int]] | None]] = []
+    image_index = 0
+    for row, count in enumerate(counts):
+        sizes = None
+        if grid is not None:
+            sizes = _image_sizes(backend, grid[image_index : image_index + count])
+            tiles = int(grid[image_index : image_index + count].prod(dim=1).sum())
+        elif pixel_values is not None and image_token_id is not None:
+            image_tokens = int((inputs["input_ids"][row] == image_token_id).sum())
+            tiles = image_tokens // backend.tokens_per_tile
+        else:
+            tiles = 0
+        image_index += count
+        rows.append((tiles, sizes))
+    return rows
 
 
 def _run_generate(
@@ -471,15 +601,13 @@ def _ends_generation(backend: LocalBackend, new_ids: list[int], max_new_tokens: 
     return bool(new_ids) and new_ids[-1] in eos_ids
 
 
-def _image_sizes(backend: LocalBackend, inputs: Any) -> dict[str, list[list[int]]]:
-    """`image_sizes`: [width, height] each image was resized to, where the processor resizes
-    whole images (Qwen-VL: grid × patch size); that is the frame of Qwen2.5-VL's pixel boxes."""
-    grid = inputs.get("image_grid_thw")
+def _image_sizes(backend: LocalBackend, grid: Any) -> list[list[int]] | None:
+    """[width, height] each image was resized to, where the processor resizes whole images
+    (Qwen-VL: `image_grid_thw` × patch size); the frame of Qwen2.5-VL's pixel boxes."""
     if grid is None:
-        return {}
+        return None
     patch = int(getattr(backend.processor.image_processor, "patch_size", 14))
-    sizes = [[int(w) * patch, int(h) * patch] for _, h, w in grid.tolist()]
-    return {"image_sizes": sizes}
+    return [[int(w) * patch, int(h) * patch] for _, h, w in grid.tolist()]
 
 
 def _vision_tiles(inputs: Any) -> int:

@@ -1,0 +1,111 @@
+"""Micro-batching: concurrent calls share one padded forward pass; results stay per sample."""
+
+from __future__ import annotations
+
+import base64
+import io
+import pathlib
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from fakes import ScriptedVisionModel
+from langchain_core.messages import HumanMessage
+from PIL import Image
+
+from zoom_refine import ZoomContext, build_graph
+from zoom_refine.agent.batching import MicroBatcher
+
+
+def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
+    seen: list[list[int]] = []
+
+    def double(requests: Sequence[int]) -> list[int]:
+        seen.append(list(requests))
+        return [2 * value for value in requests]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(double, max_batch_size=4, wait_seconds=0.05)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(batcher.submit, range(8)))
+
+    assert results == [2 * value for value in range(8)]
+    assert max(batcher.batch_sizes) > 1 and max(batcher.batch_sizes) <= 4
+    assert sorted(value for batch in seen for value in batch) == list(range(8))
+
+
+def test_requests_with_different_keys_never_share_a_batch() -> None:
+    seen: list[list[str]] = []
+
+    def run(requests: Sequence[str]) -> list[str]:
+        seen.append(list(requests))
+        return list(requests)
+
+    batcher: MicroBatcher[str, str] = MicroBatcher(run, max_batch_size=8, wait_seconds=0.05)
+    jobs = [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda job: batcher.submit(job[0], key=job[1]), jobs))
+    for batch in seen:
+        assert len({item[0] for item in batch}) == 1
+
+
+def test_a_failing_batch_fails_each_of_its_callers_and_the_batcher_goes_on() -> None:
+    calls = {"count": 0}
+    lock = threading.Lock()
+
+    def flaky(requests: Sequence[int]) -> list[int]:
+        with lock:
+            calls["count"] += 1
+            first = calls["count"] == 1
+        if first:
+            raise RuntimeError("out of memory")
+        return list(requests)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flaky, max_batch_size=8, wait_seconds=0.0)
+    with pytest.raises(RuntimeError):
+        batcher.submit(1)
+    assert batcher.submit(2) == 2
+
+
+def test_graph_batch_with_concurrency_works_with_any_chat_model(tmp_path: pathlib.Path) -> None:
+    image = tmp_path / "img.png"
+    Image.new("RGB", (1000, 800), (10, 20, 30)).save(image)
+    model = ScriptedVisionModel(replies=["Answer: A"] * 6)
+    inputs = [{"image": str(image), "question": f"q{i}", "options": ["x", "y"]} for i in range(6)]
+    results = build_graph().batch(
+        inputs, config={"max_concurrency": 3}, context=ZoomContext(model=model)
+    )
+    assert [result["answer"] for result in results] == ["A"] * 6
+
+
+def image_message(seed: int) -> list[HumanMessage]:
+    image = Image.effect_noise((640 + 64 * seed, 480), 30 + 10 * seed).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    block: dict[str, Any] = {"type": "image", "base64": data, "mime_type": "image/png"}
+    return [HumanMessage(content=[block, {"type": "text", "text": f"Question {seed}?"}])]
+
+
+@pytest.mark.slow
+def test_local_backend_batches_concurrent_calls_with_per_sample_results(
+    tiny_internvl_path: pathlib.Path,
+) -> None:
+    from zoom_refine.agent.local_model import LocalVisionChatModel
+
+    single = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=4, reuse_prefix=False
+    )
+    batched = single.model_copy(update={"max_batch_size": 8, "batch_wait_ms": 200.0})
+    conversations = [image_message(seed) for seed in range(6)]
+
+    expected = [single.invoke(conversation) for conversation in conversations]
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(batched.invoke, conversations))
+
+    assert max(reply.response_metadata["batch_size"] for reply in replies) > 1
+    for reply, reference in zip(replies, expected, strict=True):
+        for key in ("prompt_tokens", "vision_tiles"):
+            assert reply.response_metadata[key] == reference.response_metadata[key], key
+        assert reply.content == reference.content
