@@ -69,6 +69,11 @@ class ZoomContext(ImageSettings):
     """After a refine, zoom again (if hops remain) when the stated confidence is below this.
     A reply with no confidence counts as sure (no further zoom)."""
 
+    confidence_source: Literal["verbal", "token"] = "verbal"
+    """Where confidence comes from: the number the model states (`verbal`), or the probability
+    of the answer letter it wrote (`token`; needs a backend that returns logprobs: the local one,
+    or a server that supports them; falls back to `verbal` when none come back)."""
+
     max_new_tokens: int = 512
     """Reply length limit for models loaded from a spec (ignored for a ready model object)."""
 

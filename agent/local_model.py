@@ -85,6 +85,8 @@ class Generation:
     image_sizes: list[list[int]] | None = None
     """[width, height] per image where the processor resizes whole images (Qwen-VL)."""
     batch_size: int = 1
+    token_logprobs: list[float] | None = None
+    """Natural-log probability of each new token under the model, when asked for."""
 
 
 _BackendKey = tuple[str, str, str, str]
@@ -342,10 +344,11 @@ class LocalVisionChatModel(BaseChatModel):
         conversation = to_hf_conversation(messages)  # bad input fails before any loading
         backend = self.load()
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
-        request = GenerationRequest(conversation, max_new_tokens, tuple(stop or ()))
+        logprobs = bool(kwargs.get("logprobs", False))
+        request = GenerationRequest(conversation, max_new_tokens, tuple(stop or ()), logprobs)
         if self.max_batch_size > 1:
             batcher = self._batcher(backend)
-            generation = batcher.submit(request, key=(max_new_tokens, request.stop))
+            generation = batcher.submit(request, key=(max_new_tokens, request.stop, logprobs))
         else:
             generation = self._generate_batch(backend, [request])[0]
         return ChatResult(generations=[ChatGeneration(message=self._message(backend, generation))])
@@ -357,7 +360,11 @@ class LocalVisionChatModel(BaseChatModel):
         finish = (
             "stop" if was_cut or _ends_generation(backend, new_ids, generation.budget) else "length"
         )
-        sizes = {"image_sizes": generation.image_sizes} if generation.image_sizes else {}
+        extra: dict[str, Any] = {}
+        if generation.image_sizes:
+            extra["image_sizes"] = generation.image_sizes
+        if generation.token_logprobs is not None:
+            extra["logprobs"] = _logprobs_content(backend, new_ids, generation.token_logprobs)
         return AIMessage(
             content=text,
             usage_metadata={
@@ -375,7 +382,7 @@ class LocalVisionChatModel(BaseChatModel):
                 "generated_tokens": len(new_ids),
                 "batch_size": generation.batch_size,
                 "finish_reason": finish,
-                **sizes,
+                **extra,
             },
         )
 
@@ -426,6 +433,8 @@ class GenerationRequest:
     conversation: list[HFMessage]
     max_new_tokens: int
     stop: tuple[str, ...]
+    logprobs: bool = False
+    """Also return each generated token's log-probability (OpenAI's `logprobs` format)."""
 
 
 def generate(
@@ -438,17 +447,16 @@ def generate(
     import torch
 
     ids = inputs["input_ids"][0]
-    max_new_tokens, stop = request.max_new_tokens, list(request.stop)
     reuse = reuse and backend.reuses_prefixes and backend.image_token_id is not None
     with backend.lock, torch.inference_mode():
         hit = backend.prefix_cache.take(ids) if reuse else None
         if hit is None:
-            output = _run_generate(backend, inputs, max_new_tokens, stop, None)
+            output = _run_generate(backend, inputs, request, None)
             cached, tiles = 0, _vision_tiles(inputs)
         else:
             entry, length = hit
             cached, tiles = _prefill_suffix(backend, inputs, entry.cache, length)
-            output = _run_generate(backend, _text_only(inputs), max_new_tokens, stop, entry.cache)
+            output = _run_generate(backend, _text_only(inputs), request, entry.cache)
         sequence = output.sequences[0]
         cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
         if reuse and cache is not None:
@@ -456,7 +464,16 @@ def generate(
     prompt_length = int(ids.shape[0])
     new_ids = [int(token) for token in sequence[prompt_length:].tolist()]
     sizes = _image_sizes(backend, inputs.get("image_grid_thw"))
-    return Generation(new_ids, prompt_length, cached, tiles, max_new_tokens, request.stop, sizes)
+    return Generation(
+        new_ids,
+        prompt_length,
+        cached,
+        tiles,
+        request.max_new_tokens,
+        request.stop,
+        sizes,
+        token_logprobs=_token_logprobs(output, 0, new_ids) if request.logprobs else None,
+    )
 
 
 def generate_padded(
@@ -467,7 +484,7 @@ def generate_padded(
 
     first = requests[0]
     with backend.lock, torch.inference_mode():
-        output = _run_generate(backend, inputs, first.max_new_tokens, list(first.stop), None)
+        output = _run_generate(backend, inputs, first, None)
     width = int(inputs["input_ids"].shape[1])
     image_rows = _image_rows_per_sample(backend, inputs, requests)
     generations = []
@@ -485,9 +502,24 @@ def generate_padded(
                 request.stop,
                 sizes,
                 batch_size=len(requests),
+                token_logprobs=_token_logprobs(output, row, new_ids) if first.logprobs else None,
             )
         )
     return generations
+
+
+def _logprobs_content(
+    backend: LocalBackend, new_ids: list[int], values: list[float]
+) -> dict[str, list[dict[str, Any]]]:
+    """OpenAI's `logprobs` shape: `{"content": [{"token": text, "logprob": float}, …]}`, special
+    tokens left out so the tokens concatenate to the reply text."""
+    special = set(getattr(backend.processor.tokenizer, "all_special_ids", []))
+    content = [
+        {"token": backend.processor.decode([token]), "logprob": value}
+        for token, value in zip(new_ids, values, strict=False)
+        if token not in special
+    ]
+    return {"content": content}
 
 
 def _until_end(backend: LocalBackend, ids: list[int]) -> list[int]:
@@ -534,20 +566,30 @@ def _image_rows_per_sample(
 
 
 def _run_generate(
-    backend: LocalBackend, inputs: Any, max_new_tokens: int, stop: list[str] | None, cache: Any
+    backend: LocalBackend, inputs: Any, request: GenerationRequest, cache: Any
 ) -> Any:
-    stop_kwargs: dict[str, Any] = {}
-    if stop:
-        stop_kwargs = {"stop_strings": list(stop), "tokenizer": backend.processor.tokenizer}
+    options: dict[str, Any] = {}
+    if request.stop:
+        options = {"stop_strings": list(request.stop), "tokenizer": backend.processor.tokenizer}
     if cache is not None:
-        stop_kwargs["cache"] = cache
+        options["cache"] = cache
     return backend.model.generate(
         **inputs,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=request.max_new_tokens,
         do_sample=False,
         return_dict_in_generate=True,
-        **stop_kwargs,
+        output_logits=request.logprobs,
+        **options,
     )
+
+
+def _token_logprobs(output: Any, row: int, new_ids: list[int]) -> list[float]:
+    """Log-probability of each new token from the raw logits `generate` returned per step."""
+    values = []
+    for step, token in enumerate(new_ids):
+        logits = output.logits[step][row].float()
+        values.append(float(logits.log_softmax(-1)[token]))
+    return values
 
 
 def _prefill_suffix(backend: LocalBackend, inputs: Any, cache: Any, length: int) -> tuple[int, int]:

@@ -84,27 +84,34 @@ RawBox = tuple[float, float, float, float]
 
 def parse_choice(text: str, letters: Iterable[str], *, rechecked: bool = False) -> str | None:
     """The option letter a reply chose (upper case), or None. See the module docstring."""
+    found = find_choice(text, letters, rechecked=rechecked)
+    return found[0] if found else None
+
+
+def find_choice(
+    text: str, letters: Iterable[str], *, rechecked: bool = False
+) -> tuple[str, int] | None:
+    """Like `parse_choice`, with the character offset of the chosen letter in `text` (to find
+    the token that carried it, for token-probability confidence)."""
     valid = {letter.upper() for letter in letters}
-    patterns = ([_RECHECKED] if rechecked else []) + [_ANSWER]
+    patterns = ([_RECHECKED] if rechecked else []) + [_ANSWER, _ANSWER_IS]
     for pattern in patterns:
         found = _last_valid(pattern.finditer(text), valid)
         if found:
             return found
-    found = _last_valid(_ANSWER_IS.finditer(text), valid)
-    if found:
-        return found
     match = _LEADING_LETTER.match(text)
     if match and match.group(1).upper() in valid:
-        return match.group(1).upper()
+        return match.group(1).upper(), match.start(1)
     return None
 
 
-def _last_valid(matches: Iterable[re.Match[str]], valid: set[str]) -> str | None:
+def _last_valid(matches: Iterable[re.Match[str]], valid: set[str]) -> tuple[str, int] | None:
     chosen = None
     for match in matches:
-        letter = next(group for group in match.groups() if group).upper()
+        index = next(i for i, group in enumerate(match.groups(), start=1) if group)
+        letter = match.group(index).upper()
         if letter in valid:
-            chosen = letter
+            chosen = (letter, match.start(index))
     return chosen
 
 

@@ -51,6 +51,8 @@ class ModelReply:
     usage: dict[str, int]
     image_sizes: list[list[int]] | None = None
     """[width, height] each image was resized to by the model's processor, when it says."""
+    logprobs: dict[str, Any] | None = None
+    """OpenAI-style token log-probabilities, when asked for and returned."""
 
 
 def resolve_model(context: ZoomContext) -> BaseChatModel:
@@ -74,10 +76,13 @@ def resolve_family(context: ZoomContext, model: BaseChatModel) -> Family:
     return detect_family(model)
 
 
-def call_model(model: BaseChatModel, log: Sequence[BaseMessage]) -> ModelReply:
+def call_model(
+    model: BaseChatModel, log: Sequence[BaseMessage], *, logprobs: bool = False
+) -> ModelReply:
     """Send the conversation (as plain turns) and time the call."""
     started = time.perf_counter()
-    reply = model.invoke(to_model_messages(log))
+    runnable = model.bind(logprobs=True) if logprobs else model
+    reply = runnable.invoke(to_model_messages(log))
     seconds = time.perf_counter() - started
     sizes = reply.response_metadata.get("image_sizes") if isinstance(reply, AIMessage) else None
     return ModelReply(
@@ -85,7 +90,13 @@ def call_model(model: BaseChatModel, log: Sequence[BaseMessage]) -> ModelReply:
         seconds=round(seconds, 4),
         usage=reply_usage(reply),
         image_sizes=sizes if isinstance(sizes, list) else None,
+        logprobs=_logprobs(reply),
     )
+
+
+def _logprobs(reply: BaseMessage) -> dict[str, Any] | None:
+    value = reply.response_metadata.get("logprobs") if isinstance(reply, AIMessage) else None
+    return value if isinstance(value, dict) else None
 
 
 def reply_text(reply: BaseMessage) -> str:

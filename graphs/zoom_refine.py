@@ -19,10 +19,12 @@ from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
+from zoom_refine.agent.confidence import letter_probability
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.families import Family, expected_frame, qwen_resized_size
 from zoom_refine.agent.parsing import (
     RawBox,
+    find_choice,
     parse_box,
     parse_choice,
     parse_confidence,
@@ -128,9 +130,10 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     options = normalize_options(state.get("options"))
     previous = state.get("answer")
     prompt = HumanMessage(content=refine_prompt(state["question"], options, previous))
-    reply = call_model(resolve_model(context), [*state["messages"], prompt])
+    by_token = context.confidence_source == "token" and bool(options)
+    reply = call_model(resolve_model(context), [*state["messages"], prompt], logprobs=by_token)
     parsed = _parse_answer(reply.text, options, rechecked=True)
-    confidence = parse_confidence(reply.text)
+    confidence, source = _confidence(reply, options, by_token)
     stop = _stop_reason(confidence, view.hop, context)
     step = step_record(
         "refine",
@@ -141,6 +144,7 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         box=None,
         box_frame=None,
         confidence=confidence,
+        confidence_source=source,
         note=None if parsed else "no answer in the reply: keeping the previous answer",
     )
     update: dict[str, Any] = {
@@ -155,6 +159,18 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     if stop:
         update["stop_reason"] = stop
     return update
+
+
+def _confidence(
+    reply: ModelReply, options: dict[str, str] | None, by_token: bool
+) -> tuple[float | None, str]:
+    """The answer letter's token probability when asked and available, else the stated value."""
+    if by_token and options and reply.logprobs:
+        found = find_choice(reply.text, options, rechecked=True)
+        probability = letter_probability(reply.text, found[1], reply.logprobs) if found else None
+        if probability is not None:
+            return probability, "token"
+    return parse_confidence(reply.text), "verbal"
 
 
 def _crop_failure_step(state: ZoomState, reason: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ class ScriptedVisionModel(BaseChatModel):
 
     replies: list[str]
     requests: list[list[BaseMessage]] = Field(default_factory=list)
+    token_logprob: float | None = None
+    """When set and the call asks for logprobs: every reply character is one token with it."""
 
     @property
     def _llm_type(self) -> str:
@@ -36,9 +38,14 @@ class ScriptedVisionModel(BaseChatModel):
         self.requests.append(list(messages))
         if index >= len(self.replies):
             raise AssertionError(f"model called {index + 1} times; script has {len(self.replies)}")
+        metadata: dict[str, Any] = {}
+        if kwargs.get("logprobs") and self.token_logprob is not None:
+            tokens = [{"token": c, "logprob": self.token_logprob} for c in self.replies[index]]
+            metadata["logprobs"] = {"content": tokens}
         reply = AIMessage(
             content=self.replies[index],
             usage_metadata={"input_tokens": 100, "output_tokens": 10, "total_tokens": 110},
+            response_metadata=metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
