@@ -31,7 +31,12 @@ from PIL import Image
 from pydantic import field_validator
 
 from zoom_refine.agent.batching import MicroBatcher
-from zoom_refine.agent.prefix_cache import PrefixCache, back_off_image
+from zoom_refine.agent.prefix_cache import (
+    PrefixCache,
+    back_off_image,
+    image_fingerprint,
+    match_key,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -345,7 +350,9 @@ class LocalVisionChatModel(BaseChatModel):
         backend = self.load()
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
         logprobs = bool(kwargs.get("logprobs", False))
-        request = GenerationRequest(conversation, max_new_tokens, tuple(stop or ()), logprobs)
+        request = GenerationRequest(
+            conversation, max_new_tokens, tuple(stop or ()), logprobs, _fingerprints(conversation)
+        )
         if self.max_batch_size > 1:
             batcher = self._batcher(backend)
             generation = batcher.submit(request, key=(max_new_tokens, request.stop, logprobs))
@@ -410,7 +417,7 @@ class LocalVisionChatModel(BaseChatModel):
 
     def _prepare_inputs(self, backend: LocalBackend, conversations: list[list[HFMessage]]) -> Any:
         """Render the chat template, tile the images and tokenize (left-padded), on the device."""
-        processor_kwargs: dict[str, Any] = {}
+        processor_kwargs: dict[str, Any] = {"padding": len(conversations) > 1}
         image_processor = getattr(backend.processor, "image_processor", None)
         if self.max_patches is not None and hasattr(image_processor, "max_patches"):
             processor_kwargs["images_kwargs"] = {"max_patches": self.max_patches}
@@ -420,7 +427,6 @@ class LocalVisionChatModel(BaseChatModel):
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            padding=len(conversations) > 1,
             processor_kwargs=processor_kwargs,
         )
         return inputs.to(backend.model.device, dtype=backend.model.dtype)
@@ -435,6 +441,17 @@ class GenerationRequest:
     stop: tuple[str, ...]
     logprobs: bool = False
     """Also return each generated token's log-probability (OpenAI's `logprobs` format)."""
+    image_fingerprints: tuple[int, ...] = ()
+    """One fingerprint per image, in order: prefix reuse matches images by content, not by id."""
+
+
+def _fingerprints(conversation: list[HFMessage]) -> tuple[int, ...]:
+    return tuple(
+        image_fingerprint(block["image"].tobytes())
+        for message in conversation
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "image"
+    )
 
 
 def generate(
@@ -447,9 +464,12 @@ def generate(
     import torch
 
     ids = inputs["input_ids"][0]
-    reuse = reuse and backend.reuses_prefixes and backend.image_token_id is not None
+    image_token_id = backend.image_token_id
+    reuse = reuse and backend.reuses_prefixes and image_token_id is not None
+    fingerprints = request.image_fingerprints
     with backend.lock, torch.inference_mode():
-        hit = backend.prefix_cache.take(ids) if reuse else None
+        key = match_key(ids, image_token_id, fingerprints) if image_token_id is not None else ids
+        hit = backend.prefix_cache.take(key) if reuse else None
         if hit is None:
             output = _run_generate(backend, inputs, request, None)
             cached, tiles = 0, _vision_tiles(inputs)
@@ -459,8 +479,9 @@ def generate(
             output = _run_generate(backend, _text_only(inputs), request, entry.cache)
         sequence = output.sequences[0]
         cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
-        if reuse and cache is not None:
-            backend.prefix_cache.put(sequence[: cache.get_seq_length()], cache)
+        if reuse and cache is not None and image_token_id is not None:
+            covered = sequence[: cache.get_seq_length()]
+            backend.prefix_cache.put(match_key(covered, image_token_id, fingerprints), cache)
     prompt_length = int(ids.shape[0])
     new_ids = [int(token) for token in sequence[prompt_length:].tolist()]
     sizes = _image_sizes(backend, inputs.get("image_grid_thw"))

@@ -6,14 +6,18 @@ key/value cache of each finished generation, keyed by the token ids it covers, a
 request start from the longest common token prefix: only the new turn (the crop's tiles and the
 refine text) is encoded and prefilled.
 
-Reuse never splits an image: a prefix that ends inside an image's placeholder tokens is shortened
+Token ids alone cannot tell two images apart (every image token has the same id), so matching
+runs on a *key*: the ids with each image's run of placeholder tokens replaced by a fingerprint of
+that image's pixels. Reuse never splits an image: a prefix that ends inside an image's placeholder tokens is shortened
 to the image's start, so the suffix holds whole images and their pixel values can be sliced off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +34,26 @@ def common_prefix_length(first: torch.Tensor, second: torch.Tensor) -> int:
     return int(differ[0, 0]) if differ.numel() else length
 
 
+def image_fingerprint(pixels: bytes) -> int:
+    """A negative 63-bit id for an image's pixels (negative: never a real token id)."""
+    digest = hashlib.blake2b(pixels, digest_size=8).digest()
+    return -(int.from_bytes(digest, "little") >> 1) - 1
+
+
+def match_key(ids: torch.Tensor, image_token_id: int, fingerprints: Sequence[int]) -> torch.Tensor:
+    """`ids` with the k-th run of image tokens replaced by `fingerprints[k]`, so two prompts match
+    only where they hold the same images. Extra runs (no fingerprint) keep the plain id."""
+    key = ids.clone()
+    is_image = ids == image_token_id
+    run = -1
+    for position in is_image.nonzero().flatten().tolist():
+        if position == 0 or not bool(is_image[position - 1]):
+            run += 1
+        if run < len(fingerprints):
+            key[position] = fingerprints[run]
+    return key
+
+
 def back_off_image(ids: torch.Tensor, length: int, image_token_id: int) -> int:
     """Shorten a prefix `length` that ends inside a run of image tokens to the run's start."""
     if length == 0 or length >= ids.shape[0]:
@@ -44,7 +68,7 @@ def back_off_image(ids: torch.Tensor, length: int, image_token_id: int) -> int:
 
 @dataclass
 class CachedPrefix:
-    """A key/value cache and the token ids whose keys and values it holds."""
+    """A key/value cache and the match key (see `match_key`) of the tokens it holds."""
 
     ids: torch.Tensor
     cache: Any

@@ -13,7 +13,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from PIL import Image
 
 from zoom_refine.agent.local_model import LocalVisionChatModel, load_local_backend
-from zoom_refine.agent.prefix_cache import PrefixCache, back_off_image, common_prefix_length
+from zoom_refine.agent.prefix_cache import (
+    PrefixCache,
+    back_off_image,
+    common_prefix_length,
+    match_key,
+)
 
 IMAGE = 7  # a stand-in image token id for the pure helpers
 
@@ -54,9 +59,12 @@ def block(image: Image.Image) -> dict[str, Any]:
     return {"type": "image", "base64": data, "mime_type": "image/png"}
 
 
+VIEW = Image.effect_noise((1280, 720), 40).convert("RGB")
+CROP = Image.effect_noise((600, 500), 90).convert("RGB")
+
+
 def two_turns(first_reply: str) -> tuple[list[BaseMessage], list[BaseMessage]]:
-    view = Image.effect_noise((1280, 720), 40).convert("RGB")
-    crop = Image.effect_noise((600, 500), 90).convert("RGB")
+    view, crop = VIEW, CROP
     first: list[BaseMessage] = [
         HumanMessage(content=[block(view), {"type": "text", "text": "Where?"}])
     ]
@@ -140,3 +148,31 @@ def _hf(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     from zoom_refine.agent.local_model import to_hf_conversation
 
     return to_hf_conversation(messages)
+
+
+@pytest.mark.slow
+def test_a_different_image_of_the_same_size_is_never_reused(
+    tiny_internvl_path: pathlib.Path,
+) -> None:
+    """Every image token has the same id: matching must look at the pixels, not the ids."""
+    load_local_backend(str(tiny_internvl_path)).prefix_cache.clear()
+    model = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), max_new_tokens=2, max_patches=4
+    )
+
+    def ask(colour: tuple[int, int, int]) -> Any:
+        picture = Image.new("RGB", (1280, 720), colour)
+        return model.invoke([HumanMessage(content=[block(picture), {"type": "text", "text": "Q"}])])
+
+    first, other, same = ask((255, 0, 0)), ask((0, 0, 255)), ask((0, 0, 255))
+    assert first.response_metadata["vision_tiles"] == 3
+    assert other.response_metadata["vision_tiles"] == 3  # a new image: encoded in full
+    assert same.response_metadata["vision_tiles"] == 0  # the same image again: reused
+    assert same.response_metadata["cached_tokens"] > 3 * 256
+
+
+def test_match_key_tells_images_apart() -> None:
+    ids = torch.tensor([1, IMAGE, IMAGE, 2, IMAGE, 3])
+    red, blue = match_key(ids, IMAGE, [-5, -6]), match_key(ids, IMAGE, [-5, -7])
+    assert red.tolist() == [1, -5, -5, 2, -6, 3]
+    assert common_prefix_length(red, blue) == 4
