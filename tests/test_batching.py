@@ -109,3 +109,47 @@ def test_local_backend_batches_concurrent_calls_with_per_sample_results(
         for key in ("prompt_tokens", "vision_tiles"):
             assert reply.response_metadata[key] == reference.response_metadata[key], key
         assert reply.content == reference.content
+
+
+@pytest.mark.slow
+def test_batched_refine_turns_reuse_each_rows_prefix(tiny_internvl_path: pathlib.Path) -> None:
+    """Concurrent two-turn conversations: each row reuses its own cached first turn, decodes in a
+    shared batch, and gets the same tokens as when run alone."""
+    from langchain_core.messages import AIMessage
+
+    from zoom_refine.agent.local_model import LocalVisionChatModel, load_local_backend
+
+    backend = load_local_backend(str(tiny_internvl_path))
+    alone = LocalVisionChatModel(
+        model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=4, reuse_prefix=True
+    )
+    together = alone.model_copy(update={"max_batch_size": 8, "batch_wait_ms": 200.0})
+    crop = image_message(9)[0].content[0]
+
+    def conversation(model: LocalVisionChatModel, seed: int) -> tuple[Any, Any]:
+        first = image_message(seed)
+        reply = model.invoke(first)
+        second = [
+            *first,
+            AIMessage(content=reply.content),
+            HumanMessage(content=[crop, {"type": "text", "text": "Closer?"}]),
+        ]
+        return reply, model.invoke(second)
+
+    backend.prefix_cache.clear()
+    expected = [conversation(alone, seed) for seed in range(4)]
+    backend.prefix_cache.clear()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda seed: conversation(together, seed), range(4)))
+
+    assert max(r[1].response_metadata["batch_size"] for r in results) > 1
+    for (first, second), (first_ref, second_ref) in zip(results, expected, strict=True):
+        assert first.content == first_ref.content and second.content == second_ref.content
+        # Only the crop was encoded: 1216×480 at ≤4 tiles is 3×1 + thumbnail; the first image
+        # (one tile) came from the row's cache.
+        assert second.response_metadata["vision_tiles"] == 4
+        assert second_ref.response_metadata["vision_tiles"] == 4
+        assert (
+            second.response_metadata["cached_tokens"]
+            == second_ref.response_metadata["cached_tokens"]
+        )

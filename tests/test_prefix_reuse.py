@@ -115,22 +115,22 @@ def test_reused_prefix_gives_the_same_next_token_distribution(
 ) -> None:
     """Stronger than comparing (noisy) tokens: the logits after a reused prefix equal a full
     prefill's, so greedy decoding cannot diverge beyond float rounding."""
-    from zoom_refine.agent.local_model import GenerationRequest, generate
+    from zoom_refine.agent.generation import GenerationRequest, generate
 
     backend = load_local_backend(str(tiny_internvl_path))
     backend.prefix_cache.clear()
     model = LocalVisionChatModel(model_path=str(tiny_internvl_path), max_patches=4)
     first, second = two_turns("Answer: B")
-    first_inputs = model._prepare_inputs(backend, [_hf(first)])
+    first_inputs = model._prepare_inputs(backend, _hf(first))
     request = GenerationRequest(_hf(first), max_new_tokens=3, stop=())
     generate(backend, first_inputs, request, reuse=True)  # fills the prefix cache
-    inputs = model._prepare_inputs(backend, [_hf(second)])
+    inputs = model._prepare_inputs(backend, _hf(second))
     with torch.inference_mode():
         full_logits = backend.model(**inputs).logits[0, -1]
     hit = backend.prefix_cache.take(inputs["input_ids"][0])
     assert hit is not None
     entry, length = hit
-    from zoom_refine.agent.local_model import _prefill_suffix
+    from zoom_refine.agent.generation import _prefill_suffix
 
     with torch.inference_mode():
         cached, tiles = _prefill_suffix(backend, inputs, entry.cache, length)
