@@ -38,3 +38,34 @@ def internvl_server(tiny_internvl_path: pathlib.Path) -> Iterator[ServedModel]:
         from servers import ServedModel
 
         yield ServedModel(base_url=base_url, model_name=served_model_name(tiny_internvl_path))
+
+
+# --- tiny Qwen2.5-VL and protocol-trained tiny models (owned by tests/tiny_models.py) ------------
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A tiny random Qwen2.5-VL checkpoint, built once per test session (under a second).
+    Its processor resizes images within `tiny_models.QWEN_MIN_PIXELS`..`QWEN_MAX_PIXELS`."""
+    from tiny_models import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def trained_internvl_path() -> pathlib.Path:
+    """The tiny InternVL3 trained to answer the Zoom-Refine protocol (`tiny_models.PROTOCOL_*`):
+    from `.cache/tiny-models/`, or trained now (about 20-50 s on 2 cores) and cached there.
+    Run it with `tiny_models.protocol_context("internvl3", f"hf:{path}")` (max_patches 2)."""
+    from tiny_models import trained_protocol_model
+
+    return trained_protocol_model("internvl3")
+
+
+@pytest.fixture(scope="session")
+def trained_qwen_path() -> pathlib.Path:
+    """The tiny Qwen2.5-VL trained on the protocol, boxes in pixels of its resized input; cached
+    like `trained_internvl_path`. Run it with `box_format="pixel"` (`protocol_context`)."""
+    from tiny_models import trained_protocol_model
+
+    return trained_protocol_model("qwen2_5_vl")

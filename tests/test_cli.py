@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from zoom_refine.agent.local_backend import load_local_backend
 from zoom_refine.cli import app
 
 runner = CliRunner()
@@ -96,6 +97,9 @@ def test_ask_with_a_local_model_prints_answer_and_steps(tiny_internvl_path: Path
     assert result.stdout.startswith("Answer:")
     assert "localize" in result.stdout and "hop 0" in result.stdout
 
+    # Same image and prompt again in this process: the local backend would reuse the cached
+    # first turn (0 tiles encoded); forget it so the JSON run shows a fresh encode.
+    load_local_backend(str(tiny_internvl_path)).prefix_cache.clear()
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     state = json.loads(as_json.stdout)
