@@ -18,6 +18,8 @@ from zoom_refine.agent.local_backend import LocalBackend
 from zoom_refine.agent.prefix_cache import back_off_image, match_key
 
 HFMessage = dict[str, Any]
+QWEN_MERGE = 4
+"""Qwen-VL merges 2×2 patches into one image token."""
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,14 @@ def generate(
     fingerprints = request.image_fingerprints
     with backend.lock, torch.inference_mode():
         key = match_key(ids, image_token_id, fingerprints) if image_token_id is not None else ids
-        hit = backend.prefix_cache.take(key) if reuse else None
+        hit = _take_prefix(backend, ids, key) if reuse else None
         if hit is None:
             output = _run_generate(backend, inputs, request, None)
             cached, tiles = 0, _vision_tiles(inputs)
         else:
-            entry, length = hit
-            cached, tiles = _prefill_suffix(backend, inputs, entry.cache, length)
-            output = _run_generate(backend, _text_only(inputs), request, entry.cache)
+            cache, length = hit
+            cached, tiles = _prefill_suffix(backend, inputs, cache, length)
+            output = _run_generate(backend, _text_only(inputs), request, cache)
         sequence = output.sequences[0]
         cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
         if reuse and cache is not None and image_token_id is not None:
@@ -193,8 +195,8 @@ def _prefill_row(backend: LocalBackend, request: GenerationRequest, image_token_
 
     inputs = request.inputs
     ids = inputs["input_ids"][0]
-    hit = backend.prefix_cache.take(match_key(ids, image_token_id, request.image_fingerprints))
-    cache, length = (hit[0].cache, hit[1]) if hit else (DynamicCache(), 0)
+    hit = _take_prefix(backend, ids, match_key(ids, image_token_id, request.image_fingerprints))
+    cache, length = hit if hit else (DynamicCache(), 0)
     cached, tiles = _prefill_suffix(backend, inputs, cache, length)
     return _Row(ids=ids, cache=cache, cached=cached, tiles=tiles)
 
@@ -315,7 +317,7 @@ def _image_rows_per_sample(
         sizes = None
         if grid is not None:
             sizes = _image_sizes(backend, grid[image_index : image_index + count])
-            tiles = int(grid[image_index : image_index + count].prod(dim=1).sum())
+            tiles = int(grid[image_index : image_index + count].prod(dim=1).sum()) // QWEN_MERGE
         elif pixel_values is not None and image_token_id is not None:
             image_tokens = int((inputs["input_ids"][row] == image_token_id).sum())
             tiles = image_tokens // backend.tokens_per_tile
@@ -351,6 +353,25 @@ def _token_logprobs(output: Any, row: int, new_ids: list[int]) -> list[float]:
         logits = output.logits[step][row].float()
         values.append(float(logits.log_softmax(-1)[token]))
     return values
+
+
+def _take_prefix(backend: LocalBackend, ids: Any, key: Any) -> tuple[Any, int] | None:
+    """The cached prefix to start from (cache, matched length), or None.
+
+    A cache that must be cut back (the new prompt diverges inside it) is refused when any layer
+    is a sliding window: those caches have dropped old tokens and cannot be cropped.
+    """
+    hit = backend.prefix_cache.take(key)
+    if hit is None:
+        return None
+    entry, length = hit
+    image_token_id = backend.image_token_id
+    assert image_token_id is not None
+    usable = back_off_image(ids, min(length, ids.shape[0] - 1), image_token_id)
+    sliding = any(getattr(layer, "is_sliding", False) for layer in entry.cache.layers)
+    if sliding and usable < entry.cache.get_seq_length():
+        return None
+    return entry.cache, length
 
 
 def _prefill_suffix(backend: LocalBackend, inputs: Any, cache: Any, length: int) -> tuple[int, int]:
@@ -396,6 +417,10 @@ def _image_sizes(backend: LocalBackend, grid: Any) -> list[list[int]] | None:
 
 
 def _vision_tiles(inputs: Any) -> int:
-    """Image tiles encoded (InternVL: tiles plus thumbnails over all images); 0 without images."""
+    """Vision units encoded: InternVL tiles (with thumbnails), or for Qwen-VL the merged 28-px
+    patches (= its image tokens); 0 without images."""
+    grid = inputs.get("image_grid_thw")
+    if grid is not None:
+        return int(grid.prod(dim=1).sum()) // QWEN_MERGE
     pixel_values = inputs.get("pixel_values")
     return 0 if pixel_values is None else int(pixel_values.shape[0])

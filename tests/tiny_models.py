@@ -21,10 +21,14 @@ Trained checkpoints are cached under `<repo>/.cache/tiny-models/<family>-<key>/`
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import pathlib
+import random
 import shutil
 import tempfile
 import time
@@ -442,8 +446,6 @@ BUILDERS = {"internvl3": build_tiny_internvl3, "qwen2_5_vl": build_tiny_qwen2_5_
 def protocol_image(size: tuple[int, int], variant: str) -> Image.Image:
     """A synthetic scene: a red square at 0.6-0.7 of each side (where the box points), a blue
     one near the top left, and clutter whose colours and places depend on `variant`."""
-    import random
-
     rng = random.Random(variant)
     width, height = size
     background = tuple(rng.randrange(90, 200) for _ in range(3))
@@ -715,17 +717,12 @@ def train_protocol_model(
 
 
 def _write_report(out_dir: pathlib.Path, report: TrainingReport, **extra: Any) -> None:
-    import dataclasses
-    import json
-
     data = dataclasses.asdict(report) | extra
     (out_dir / REPORT_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_training_report(path: pathlib.Path) -> dict[str, Any]:
     """The report a trained checkpoint was saved with."""
-    import json
-
     data: dict[str, Any] = json.loads((pathlib.Path(path) / REPORT_FILE).read_text())
     return data
 
@@ -766,8 +763,6 @@ def _fingerprint(message: Any) -> str:
         elif block.get("type") == "text":
             parts.append(str(block.get("text")))
         else:
-            import base64
-
             image = Image.open(io.BytesIO(base64.b64decode(block["base64"])))
             parts.append(f"<image {image.size[0]}x{image.size[1]}>")
     return "\0".join(parts) + "\n"
