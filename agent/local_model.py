@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -117,9 +118,17 @@ def _image_from_url(url: object) -> Image.Image:
 
 
 def decode_base64_image(data: object) -> Image.Image:
-    """Fully decode base64 image bytes now, so a corrupt image fails here and not in the model."""
+    """Fully decode base64 image bytes now, so a corrupt image fails here and not in the model.
+
+    Cached: each turn of a conversation re-sends the earlier images, decoded once here."""
     if not isinstance(data, str) or not data:
         raise ValueError("image block holds no base64 string")
+    return _decode_base64_cached(data)
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_base64_cached(data: str) -> Image.Image:
+    # Shared between callers: the processor only reads it.
     try:
         raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError) as error:
