@@ -183,3 +183,19 @@ def test_graph_sends_the_tile_budget_to_transformers_serve(
         tokens[budget] = build_graph().invoke(inputs, context=context)["usage"]["input_tokens"]
     # 16:9 at ≤12 tiles: 4×2 + thumbnail = 9; at ≤2: 2×1 + thumbnail = 3.
     assert tokens[12] - tokens[2] == (9 - 3) * IMAGE_TOKENS_PER_TILE
+
+
+def test_graph_batch_against_the_server(internvl_server: ServedModel, wide_image: Path) -> None:
+    context = ZoomContext(
+        model=f"openai:{internvl_server.model_name}",
+        base_url=internvl_server.base_url,
+        max_new_tokens=4,
+    )
+    inputs = [
+        {"image": str(wide_image), "question": f"Question {i}?", "options": ["a", "b"]}
+        for i in range(3)
+    ]
+    results = build_graph().batch(inputs, context=context, config={"max_concurrency": 3})
+    assert len(results) == 3
+    assert all(result["usage"]["model_calls"] == 1 for result in results)
+    assert all(result["usage"]["input_tokens"] > 9 * IMAGE_TOKENS_PER_TILE for result in results)
