@@ -77,7 +77,8 @@ def _create(
         from langchain.chat_models import init_chat_model
     except ImportError as error:
         raise InvalidInputError(NEEDS_LANGCHAIN.format(spec=spec)) from error
-    return init_chat_model(spec, temperature=0, max_tokens=max_new_tokens)
+    model: BaseChatModel = init_chat_model(spec, temperature=0, max_tokens=max_new_tokens)
+    return model
 
 
 def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, Any] | None:
