@@ -43,6 +43,9 @@ class InputState(TypedDict):
     options: NotRequired[Options | None]
     """Multiple-choice options: a mapping letter → text, or a list lettered A, B, …; omit for open
     questions."""
+    prompt: NotRequired[str | None]
+    """The exact text the baseline graph sends instead of its own prompt (a benchmark's official
+    prompt); the Zoom-Refine graph builds its own prompts and ignores it."""
 
 
 class OutputState(TypedDict, total=False):

@@ -31,7 +31,10 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
     options = normalize_options(state.get("options"))
     look = first_look(state["image"], context)
     prompt = HumanMessage(
-        content=[look.image_block, text_content_block(baseline_prompt(question, options))]
+        content=[
+            look.image_block,
+            text_content_block(state.get("prompt") or baseline_prompt(question, options)),
+        ]
     )
     reply = call_model(resolve_model(context), [prompt])
     answer = parse_choice(reply.text, options) if options else parse_open_answer(reply.text)

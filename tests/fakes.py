@@ -68,3 +68,42 @@ def texts_in(message: BaseMessage) -> str:
         for block in message.content
         if isinstance(block, dict) and block.get("type") == "text"
     )
+
+
+class RuleVisionModel(BaseChatModel):
+    """Answers by rule from the last prompt, so it is safe under concurrency: a localize prompt
+    gets `localize`, a refine prompt `refine`, anything else (a baseline prompt) `direct`.
+    `fail_on` makes any request whose text contains that string raise `error`."""
+
+    localize: str = "Answer: A\nBounding box: [0.2, 0.2, 0.8, 0.8]"
+    refine: str = "Rechecked Answer: B\nConfidence: 0.9"
+    direct: str = "A"
+    fail_on: str | None = None
+    error: Exception = ValueError("scripted failure")
+
+    @property
+    def _llm_type(self) -> str:
+        return "rule-vision"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        everything = "\n".join(texts_in(message) for message in messages)
+        if self.fail_on and self.fail_on in everything:
+            raise self.error
+        last = texts_in(messages[-1])
+        if "Rechecked Answer" in last:
+            text = self.refine
+        elif "Bounding box" in last:
+            text = self.localize
+        else:
+            text = self.direct
+        reply = AIMessage(
+            content=text,
+            usage_metadata={"input_tokens": 50, "output_tokens": 5, "total_tokens": 55},
+        )
+        return ChatResult(generations=[ChatGeneration(message=reply)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,3 +158,129 @@ def _step_line(step: dict[str, Any], views: dict[str, Any]) -> str:
     if step.get("note"):
         parts.append(f"— {step['note']}")
     return "  ".join(parts)
+
+
+@app.command("eval")
+def eval_command(
+    benchmark: Annotated[str, typer.Argument(help="hr-bench, mme-realworld or vstar.")],
+    data: Annotated[Path, typer.Option(help="The benchmark file or folder (layout detected).")],
+    method: Annotated[str, typer.Option(help="zoom-refine, baseline or both.")] = "zoom-refine",
+    model: Annotated[str, typer.Option(help="Model spec, as for `ask`.")] = DEFAULT_MODEL,
+    base_url: Annotated[
+        str | None, typer.Option(help=f"OpenAI-compatible server URL (default: ${BASE_URL_ENV}).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Run at most N samples.")] = None,
+    ids: Annotated[Path | None, typer.Option(help="A file of sample ids, one per line.")] = None,
+    shard: Annotated[str, typer.Option(help="I/N: this machine's share of the samples.")] = "0/1",
+    concurrency: Annotated[int, typer.Option(help="Samples in flight at once.")] = 1,
+    out: Annotated[Path, typer.Option(help="Output folder (resumed if it exists).")] = Path(
+        "runs/eval"
+    ),
+    max_hops: Annotated[int, typer.Option(help="Most zooms per question.")] = 1,
+    retry_errors: Annotated[
+        bool, typer.Option(help="Run again the samples that ended in an error.")
+    ] = False,
+    bad_rows: Annotated[
+        str, typer.Option(help="Malformed dataset rows: wrong (counted) or skip.")
+    ] = "wrong",
+    extractor: Annotated[
+        str, typer.Option(help="Answer extraction for scoring: strict or official.")
+    ] = "strict",
+) -> None:
+    """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
+    from zoom_refine.evals.runner import METHODS, EvalPlan, parse_shard, run_eval
+    from zoom_refine.evals.samples import BENCHMARKS
+    from zoom_refine.evals.scoring import format_table
+
+    try:
+        plan = EvalPlan(
+            benchmark=_choice(benchmark, BENCHMARKS, "BENCHMARK"),
+            data=data,
+            out=out,
+            methods=METHODS[_choice(method, tuple(METHODS), "--method")],
+            limit=limit,
+            ids=_read_ids(ids) if ids else None,
+            shard=parse_shard(shard),
+            concurrency=max(1, concurrency),
+            retry_errors=retry_errors,
+            bad_rows=_choice(bad_rows, ("skip", "wrong"), "--bad-rows"),
+            extractor=_choice(extractor, ("strict", "official"), "--extractor"),
+        )
+        context = ZoomContext(
+            model=model,
+            base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
+            max_hops=max_hops,
+        )
+        if not data.exists():
+            raise ZoomRefineError(f"dataset not found: {data} (check --data)")
+        summary = _run_with_progress(plan, context, run_eval)
+    except ZoomRefineError as error:
+        _fail(str(error))
+    out_console = Console()
+    out_console.print(format_table(summary), markup=False, highlight=False)
+    out_console.print(f"predictions: {plan.out / 'predictions.jsonl'}", markup=False)
+
+
+def _read_ids(path: Path) -> frozenset[str]:
+    if not path.is_file():
+        raise ZoomRefineError(f"ids file not found: {path}")
+    return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def _run_with_progress(plan: Any, context: ZoomContext, run_eval: Any) -> dict[str, Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    total = plan.limit * len(plan.methods) if plan.limit else None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "acc {task.fields[accuracy]:.1%}  {task.fields[rate]:.2f}/s  errors {task.fields[errors]}"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task(plan.benchmark, total=total, accuracy=0.0, rate=0.0, errors=0)
+
+        def on_record(record: dict[str, Any], progress: Any) -> None:
+            elapsed = max(time.perf_counter() - progress.started, 1e-9)
+            bar.update(
+                task,
+                advance=1,
+                accuracy=progress.accuracy,
+                rate=progress.finished / elapsed,
+                errors=progress.errors,
+            )
+
+        try:
+            return dict(run_eval(plan, context, on_record=on_record))
+        except Exception as error:
+            message = _user_message(error, context)
+            if message is None:
+                raise
+            raise ZoomRefineError(message) from error
+
+
+@app.command("report")
+def report_command(
+    folders: Annotated[list[Path], typer.Argument(help="Run folders (shards are merged).")],
+) -> None:
+    """Baseline vs Zoom-Refine per category; writes report.md and report.html."""
+    from zoom_refine.evals.report import write_report
+
+    try:
+        table, markdown, page = write_report(folders)
+    except ZoomRefineError as error:
+        _fail(str(error))
+    console = Console()
+    console.print(table, markup=False, highlight=False)
+    console.print(f"wrote {markdown} and {page}", markup=False)

@@ -1,0 +1,267 @@
+"""The resumable, parallel benchmark runner behind `zoom-refine eval`.
+
+Samples stream from the loader; up to `concurrency` (sample, method) runs are in flight at once in
+threads (each a `graph.invoke`; a local model micro-batches concurrent calls); every finished run
+is appended to `predictions.jsonl` at once. Running the same command again skips what is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
+from zoom_refine.evals.prompts import benchmark_prompt
+from zoom_refine.evals.samples import BadRow, Benchmark, Sample
+from zoom_refine.evals.scoring import summarize
+from zoom_refine.evals.store import PredictionStore
+from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.zoom_refine import build_graph
+from zoom_refine.tools.errors import InvalidInputError
+
+Method = Literal["zoom-refine", "baseline"]
+METHODS: dict[str, tuple[Method, ...]] = {
+    "zoom-refine": ("zoom-refine",),
+    "baseline": ("baseline",),
+    "both": ("baseline", "zoom-refine"),
+}
+BAD_SHARD = "--shard must be I/N with 0 <= I < N (e.g. 0/4), got {value!r}"
+
+
+@dataclass(kw_only=True)
+class EvalPlan:
+    """What to run: which benchmark file, which samples, which methods, where to write."""
+
+    benchmark: Benchmark
+    data: Path
+    out: Path
+    methods: tuple[Method, ...] = ("zoom-refine",)
+    limit: int | None = None
+    ids: frozenset[str] | None = None
+    shard: tuple[int, int] = (0, 1)
+    concurrency: int = 1
+    retry_errors: bool = False
+    bad_rows: Literal["skip", "wrong"] = "wrong"
+    extractor: Literal["strict", "official"] = "strict"
+
+
+@dataclass
+class Progress:
+    """Running counts for the progress bar."""
+
+    finished: int = 0
+    correct: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.finished += 1
+        self.correct += int(bool(record.get("correct")))
+        self.errors += int(record.get("status") == "error")
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.finished if self.finished else 0.0
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError as error:
+        raise InvalidInputError(BAD_SHARD.format(value=value)) from error
+    if not 0 <= index < count:
+        raise InvalidInputError(BAD_SHARD.format(value=value))
+    return index, count
+
+
+def select(plan: EvalPlan, rows: Iterable[Sample | BadRow]) -> Iterator[Sample | BadRow]:
+    """Apply --ids, --shard (every N-th row from I, in file order) and --limit."""
+    taken = 0
+    shard_index, shard_count = plan.shard
+    for position, row in enumerate(rows):
+        if position % shard_count != shard_index:
+            continue
+        if plan.ids is not None and row.id not in plan.ids:
+            continue
+        if plan.limit is not None and taken >= plan.limit:
+            return
+        taken += 1
+        yield row
+
+
+def run_eval(
+    plan: EvalPlan,
+    context: ZoomContext,
+    *,
+    on_record: Callable[[dict[str, Any], Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Run the plan to the end (resuming), then write and return the summary."""
+    store = PredictionStore(plan.out / "predictions.jsonl")
+    if plan.retry_errors:
+        store.drop_errors()
+    write_config(plan, context)
+    graphs = {"zoom-refine": build_graph(), "baseline": build_baseline_graph()}
+    progress = Progress()
+
+    def finish(record: dict[str, Any]) -> None:
+        store.append(record)
+        progress.add(record)
+        if on_record:
+            on_record(record, progress)
+
+    def jobs() -> Iterator[tuple[Sample, Method]]:
+        for row in select(plan, load_samples(plan.benchmark, plan.data)):
+            for method in plan.methods:
+                if store.done((row.id, method)):
+                    continue
+                if isinstance(row, BadRow):
+                    if plan.bad_rows == "wrong":
+                        finish(bad_row_record(row, method))
+                    continue
+                yield row, method
+
+    with ThreadPoolExecutor(max_workers=plan.concurrency) as pool:
+        in_flight: set[Future[dict[str, Any]]] = set()
+        for sample, method in jobs():
+            in_flight.add(
+                pool.submit(run_one, graphs[method], plan.benchmark, sample, method, context)
+            )
+            if len(in_flight) >= 2 * plan.concurrency:  # bounded: samples hold decoded images
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish(future.result())
+        for future in in_flight:
+            finish(future.result())
+
+    summary = summarize(plan.benchmark, list(store), extractor=plan.extractor)
+    (plan.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def run_one(
+    graph: Any, benchmark: Benchmark, sample: Sample, method: Method, context: ZoomContext
+) -> dict[str, Any]:
+    """One (sample, method): the graph's output as a record, or the error it ended in."""
+    started = time.perf_counter()
+    inputs = {"image": sample.image, "question": sample.question, "options": sample.options}
+    if method == "baseline":  # the benchmark's own prompt, as its official numbers were made
+        inputs["prompt"] = benchmark_prompt(benchmark, sample)
+    try:
+        result = graph.invoke(
+            inputs, context=context, config={"recursion_limit": context.recursion_limit}
+        )
+    except Exception as error:  # one sample's failure is recorded; the run goes on
+        return error_record(sample, method, error, time.perf_counter() - started)
+    return result_record(sample, method, result, time.perf_counter() - started)
+
+
+def _base(sample: Sample, method: Method) -> dict[str, Any]:
+    return {
+        "id": sample.id,
+        "method": method,
+        "ground_truth": sample.answer,
+        "fields": sample.fields,
+        "question": sample.question,
+        "options": sample.options,
+        "image": image_reference(sample.image),
+    }
+
+
+def result_record(
+    sample: Sample, method: Method, result: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    steps = result.get("steps", [])
+    return {
+        **_base(sample, method),
+        "status": "ok",
+        "error": None,
+        "answer": result.get("answer"),
+        "correct": result.get("answer") == sample.answer,
+        "initial_answer": result.get("initial_answer"),
+        "confidence": result.get("confidence"),
+        "stop_reason": result.get("stop_reason"),
+        "raw": steps[-1].get("raw") if steps else None,
+        "views": result.get("views", []),
+        "steps": steps,
+        "usage": result.get("usage", {}),
+        "seconds": round(seconds, 3),
+    }
+
+
+def error_record(
+    sample: Sample, method: Method, error: BaseException, seconds: float
+) -> dict[str, Any]:
+    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    place = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+    return {
+        **_base(sample, method),
+        "status": "error",
+        "error": f"{type(error).__name__}: {error}{place}",
+        "answer": None,
+        "correct": False,
+        "raw": None,
+        "seconds": round(seconds, 3),
+    }
+
+
+def bad_row_record(row: BadRow, method: Method) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "method": method,
+        "status": "error",
+        "error": f"bad row: {row.reason}",
+        "answer": None,
+        "correct": False,
+        "ground_truth": None,
+        "fields": {},
+        "raw": None,
+    }
+
+
+def image_reference(image: str | bytes) -> str:
+    """A path as given, or `sha256:<hex>` for image bytes (never the bytes themselves)."""
+    if isinstance(image, bytes):
+        return "sha256:" + hashlib.sha256(image).hexdigest()
+    return str(image)
+
+
+def write_config(plan: EvalPlan, context: ZoomContext) -> None:
+    """config.json: what produced these predictions. No API keys: the model is a spec or a name."""
+    from zoom_refine import __version__
+
+    settings = {
+        item.name: getattr(context, item.name)
+        for item in dataclasses.fields(context)
+        if item.name != "model"
+    }
+    model = context.model if isinstance(context.model, str) else _model_name(context.model)
+    config = {
+        "benchmark": plan.benchmark,
+        "data": str(plan.data),
+        "dataset_sha256": dataset_fingerprint(plan.data),
+        "methods": list(plan.methods),
+        "shard": f"{plan.shard[0]}/{plan.shard[1]}",
+        "limit": plan.limit,
+        "extractor": plan.extractor,
+        "model": model,
+        "context": settings,
+        "zoom_refine_version": __version__,
+    }
+    plan.out.mkdir(parents=True, exist_ok=True)
+    (plan.out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+
+
+def _model_name(model: BaseChatModel) -> str:
+    name = getattr(model, "model_name", None) or getattr(model, "model_path", None)
+    return f"{type(model).__name__}({name})" if name else type(model).__name__

@@ -1,0 +1,601 @@
+"""Scoring rules: answer extraction and per-benchmark accuracy, from `predictions.jsonl` records.
+
+Written after reading each benchmark's reference evaluation (paraphrased; no code copied).
+
+**Extractors** (`extract_choice`):
+
+- `strict`: our `parse_choice` (with `rechecked=True`: a refine reply's `Rechecked Answer` wins).
+  In `summarize`, `strict` scores the letter the run recorded (`answer`), which the graph took
+  with this same parser (falling back to its preliminary answer where a refine reply had none).
+- `official`, MME-RealWorld (yfzhang114/MME-RealWorld, `evaluation/eval_your_results.py`,
+  `extract_characters_regex`; the same function in ZoomEye's `eval_results_mme-realworld.py`):
+  1. strip the reply; delete (case-sensitive, anywhere) "The best answer is", "The correct answer
+     is", "The answer is", "The answer". Two missing commas in the official list glue the other
+     four prefixes into "The best option isThe correct option is" and "Best answer:Best option:",
+     so "The best option is" and "Best answer:" are **not** removed ("Best answer: C" reads `B`);
+  2. more than 10 words and no capital A–E anywhere: nothing;
+  3. else the **first capital A–E anywhere** ("Answer: B" reads `A`, "Based on …" reads `B`,
+     "THE ANSWER IS B" reads `E`), whether or not that letter is offered;
+  4. no capital A–E: the first choice `(X) text` that *contains* the lower-cased reply gives
+     `X` — so an empty reply (or one that was only a prefix: "The answer is") reads `A`, and a
+     lone lower-case "e" reads the first choice whose text has an "e".
+- `official`, HR-Bench and V*: VLMEvalKit's exact matching (`can_infer`, in
+  `vlmeval/utils/matching_util.py` as it stood from 2024-03 until 2025-08-04, the period of the
+  published HR-Bench / ZoomEye / Zoom-Refine numbers). HR-Bench's own repository
+  (DreamMr/HR-Bench, `hrbench/vlmeval/dataset/utils/hrbench.py`) asks an LLM judge for yes/no,
+  which cannot be reproduced offline; VLMEvalKit's HRBench scores with this rule. The V* repo
+  (penghao-wu/vstar, `vstar_bench_eval.py`) picks the option with the lowest loss and has no text
+  rule; VLMEvalKit's VStarBench scores generations with this rule. The rule:
+  1. a refusal phrase ("Cannot determine the answer", three more) reads `Z` (no answer);
+  2. replace each of `.()[],:;!*#{}` by a space and split on whitespace; if exactly one offered
+     letter is a token, that letter — so an article "A" counts ("A red car." reads `A`; the
+     quantifier guard only runs with VERBOSE set) and lower-case letters never do;
+  3. no offered letter but a token "Z": `Z` (no answer);
+  4. otherwise (none, or two or more letters): the option whose text occurs in the lower-cased
+     reply, if exactly one does ("dark blue" with options "blue" and "dark blue" is nothing).
+  `Z` is returned as None here: VLMEvalKit scores it wrong, and so do we, as unparsed.
+  Later changes (a letter must be among the last 4 tokens; a length cap on text matching; an
+  "answer is X" regex, 2025-08 and 2026-06) are not reproduced.
+
+**Aggregates** (`summarize`): every record counts. An unparseable answer (None) is wrong and
+its id is listed; a record with status "error" (a crash, a bad dataset row) is wrong and listed
+separately. Nothing is dropped from a denominator.
+
+- HR-Bench: per `category` (`single` = FSP, `cross` = FCP) and overall. The official number
+  (DreamMr/HR-Bench `image_mcq.py`, VLMEvalKit `report_acc_hrbench`) is the mean over the
+  `cycle_category` groups of each group's per-cycle accuracy. With equal-size cycles (the full
+  benchmark) it equals plain accuracy over all rows; `summarize` reports both and whether they
+  agree. Where a cycle lacks a group (partial runs only), we average over the cycles that have
+  it; the official code would divide by all cycles.
+- MME-RealWorld: sample-weighted accuracy per task (Perception / Reasoning), per task and subtask
+  (the domain: Monitoring, OCR with Complex Context, Diagram and Table, Autonomous_Driving,
+  Remote Sensing), per category, and overall, as `eval_your_results.py` prints them; plus the
+  unweighted mean over subtasks (per task, and over all task/subtask pairs), the "Avg-C" of the
+  paper. Categories are grouped as the official script does: lower-cased, and every
+  "x/attribute/…" merged into "x/attribute". `exclude_diagram_table` leaves out every record
+  whose task or subtask is "Diagram and Table" (ZoomEye's evaluation skips that domain).
+- V*: per `category` (direct_attributes, relative_position) and micro overall (all rows).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from zoom_refine.agent.parsing import parse_choice
+from zoom_refine.evals.prompts import mme_choice
+from zoom_refine.evals.samples import Benchmark
+
+Extractor = Literal["strict", "official"]
+METHOD_ORDER = ("baseline", "zoom-refine")
+UNKNOWN = "(unknown)"
+DIAGRAM_TABLE = "diagram and table"
+HR_CATEGORY_NAMES = {"single": "FSP", "cross": "FCP"}
+MME_TASK_ORDER = ("Perception", "Reasoning")
+MME_SUBTASK_ORDER = (
+    "Monitoring",
+    "OCR with Complex Context",
+    "Diagram and Table",
+    "Autonomous_Driving",
+    "Remote Sensing",
+)
+VSTAR_ORDER = ("direct_attributes", "relative_position")
+
+
+# --- extraction ----------------------------------------------------------------------------------
+
+
+def extract_choice(
+    text: str | None,
+    options: Mapping[str, str],
+    *,
+    extractor: Extractor = "strict",
+    benchmark: Benchmark,
+) -> str | None:
+    """The option letter a reply chose, by the named rule (see the module docstring), or None."""
+    if text is None:
+        return None
+    if extractor == "strict":
+        return parse_choice(text, options.keys(), rechecked=True)
+    if benchmark == "mme-realworld":
+        return mme_realworld_official(text, options)
+    return vlmevalkit_official(text, options)
+
+
+# Two commas are missing in the official list, so its last four strings are glued into two.
+_MME_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option is" + "The correct option is",
+    "Best answer:" + "Best option:",
+)
+_MME_LETTER = re.compile(r"[ABCDE]")
+
+
+def mme_realworld_official(text: str, options: Mapping[str, str]) -> str | None:
+    """MME-RealWorld's rule-based extraction, quirks included (module docstring)."""
+    reply = text.strip()
+    for prefix in _MME_PREFIXES:
+        reply = reply.replace(prefix, "")
+    letter = _MME_LETTER.search(reply)
+    if letter is None and len(reply.split()) > 10:
+        return None
+    if letter is not None:
+        return letter.group(0)
+    lowered = reply.lower()
+    for key, value in options.items():
+        choice = mme_choice(key, value)
+        if lowered in choice.lower():
+            return choice[1]
+    return None
+
+
+_VLMEVAL_REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+_VLMEVAL_API_FAILURE = "Failed to obtain answer via API"
+_VLMEVAL_PUNCTUATION = str.maketrans(dict.fromkeys(".()[],:;!*#{}", " "))
+_NO_ANSWER = "Z"
+
+
+def vlmevalkit_official(text: str, options: Mapping[str, str]) -> str | None:
+    """VLMEvalKit's exact matching (`can_infer`): the letter, else the option text."""
+    letter = _vlmevalkit_option(text, options)
+    if letter is None:
+        letter = _vlmevalkit_text(text, options)
+    return None if letter == _NO_ANSWER else letter
+
+
+def _vlmevalkit_option(text: str, options: Mapping[str, str]) -> str | None:
+    if _VLMEVAL_API_FAILURE in text:
+        return None
+    if any(refusal in text for refusal in _VLMEVAL_REFUSALS):
+        return _NO_ANSWER
+    tokens = set(text.translate(_VLMEVAL_PUNCTUATION).split())
+    hits = [letter for letter in options if letter in tokens]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and _NO_ANSWER in tokens:
+        return _NO_ANSWER
+    return None
+
+
+def _vlmevalkit_text(text: str, options: Mapping[str, str]) -> str | None:
+    lowered = text.lower()
+    hits = [letter for letter, value in options.items() if str(value).lower() in lowered]
+    return hits[0] if len(hits) == 1 else None
+
+
+# --- scoring records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One record, judged."""
+
+    id: str
+    method: str
+    letter: str | None
+    correct: bool
+    error: bool
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unparsed(self) -> bool:
+        return not self.error and self.letter is None
+
+
+def score_records(
+    benchmark: Benchmark | None,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    extractor: Extractor = "strict",
+    exclude_diagram_table: bool = False,
+) -> tuple[list[Scored], int]:
+    """Judge each record (the last one wins per (id, method)); returns them and how many
+    records `exclude_diagram_table` left out."""
+    if extractor == "official" and benchmark is None:
+        raise ValueError("the official extractor needs the benchmark")
+    latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for record in records:
+        latest[(str(record["id"]), str(record["method"]))] = record
+    scored: list[Scored] = []
+    excluded = 0
+    for record in latest.values():
+        fields = {str(key): str(value) for key, value in (record.get("fields") or {}).items()}
+        if exclude_diagram_table and _is_diagram_table(fields):
+            excluded += 1
+            continue
+        scored.append(_score(benchmark, record, fields, extractor))
+    return scored, excluded
+
+
+def _score(
+    benchmark: Benchmark | None,
+    record: Mapping[str, Any],
+    fields: dict[str, str],
+    extractor: Extractor,
+) -> Scored:
+    error = record.get("status") == "error"
+    letter: str | None = None
+    if not error:
+        if extractor == "official":
+            assert benchmark is not None
+            options = {str(k): str(v) for k, v in (record.get("options") or {}).items()}
+            letter = extract_choice(
+                record.get("raw"), options, extractor="official", benchmark=benchmark
+            )
+        else:
+            answer = record.get("answer")
+            letter = str(answer).strip().upper() if answer is not None else None
+            letter = letter or None
+    truth = record.get("ground_truth")
+    correct = letter is not None and truth is not None and letter == str(truth).strip().upper()
+    return Scored(
+        id=str(record["id"]),
+        method=str(record["method"]),
+        letter=letter,
+        correct=correct,
+        error=error,
+        fields=fields,
+    )
+
+
+def _is_diagram_table(fields: Mapping[str, str]) -> bool:
+    return any(
+        " ".join(fields.get(key, "").lower().split()) == DIAGRAM_TABLE
+        for key in ("task", "subtask")
+    )
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    level: str
+    correct: int = 0
+    total: int = 0
+    unparsed: int = 0
+    errors: int = 0
+
+    def add(self, item: Scored) -> None:
+        self.total += 1
+        self.correct += int(item.correct)
+        self.unparsed += int(item.unparsed)
+        self.errors += int(item.error)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "unparsed": self.unparsed,
+            "errors": self.errors,
+        }
+
+
+def group_names(benchmark: Benchmark, fields: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(group name, level) pairs a record belongs to, besides "overall"."""
+    if benchmark == "hr-bench":
+        category = fields.get("category") or UNKNOWN
+        return [(HR_CATEGORY_NAMES.get(category.lower(), category), "category")]
+    if benchmark == "vstar":
+        return [(fields.get("category") or UNKNOWN, "category")]
+    task = fields.get("task") or UNKNOWN
+    subtask = fields.get("subtask") or UNKNOWN
+    category = mme_category(fields.get("category") or UNKNOWN)
+    return [
+        (task, "task"),
+        (f"{task} / {subtask}", "subtask"),
+        (f"{task} / {subtask} / {category}", "category"),
+    ]
+
+
+def mme_category(category: str) -> str:
+    """The official script's category key: lower-cased; "x/attribute/…" becomes "x/attribute"."""
+    category = category.lower()
+    if "attribute" in category:
+        category = category.split("/")[0] + "/attribute"
+    return category
+
+
+def _group_order(benchmark: Benchmark, name: str) -> tuple[Any, ...]:
+    def rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+        return (order.index(value), "") if value in order else (len(order), value)
+
+    if name == "overall":
+        return ((-1, ""),)
+    if benchmark == "hr-bench":
+        return (rank(name, ("FSP", "FCP")),)
+    if benchmark == "vstar":
+        return (rank(name, VSTAR_ORDER),)
+    parts = name.split(" / ")
+    key: list[tuple[int, str]] = [rank(parts[0], MME_TASK_ORDER)]
+    if len(parts) > 1:
+        key.append(rank(parts[1], MME_SUBTASK_ORDER))
+    if len(parts) > 2:
+        key.append((0, parts[2]))
+    return tuple(key)
+
+
+def _tally(benchmark: Benchmark, items: Iterable[Scored]) -> dict[str, _Tally]:
+    tallies: dict[str, _Tally] = {"overall": _Tally("overall")}
+    for item in items:
+        tallies["overall"].add(item)
+        for name, level in group_names(benchmark, item.fields):
+            tallies.setdefault(name, _Tally(level)).add(item)
+    ordered = sorted(tallies, key=lambda name: _group_order(benchmark, name))
+    return {name: tallies[name] for name in ordered}
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+def summarize(
+    benchmark: Benchmark,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    extractor: Extractor = "strict",
+    exclude_diagram_table: bool = False,
+) -> dict[str, Any]:
+    """Per method: accuracy per group (with counts), unparsed and error ids, the benchmark's
+    headline means; and the paired baseline / zoom-refine changes. JSON-safe."""
+    scored, excluded = score_records(
+        benchmark, records, extractor=extractor, exclude_diagram_table=exclude_diagram_table
+    )
+    by_method: dict[str, list[Scored]] = defaultdict(list)
+    for item in scored:
+        by_method[item.method].append(item)
+    methods = {
+        method: _method_summary(benchmark, by_method[method]) for method in _ordered(by_method)
+    }
+    return {
+        "benchmark": benchmark,
+        "extractor": extractor,
+        "exclude_diagram_table": exclude_diagram_table,
+        "excluded": excluded,
+        "methods": methods,
+        "paired": _paired(scored),
+    }
+
+
+def _ordered(methods: Iterable[str]) -> list[str]:
+    present = set(methods)
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def _method_summary(benchmark: Benchmark, items: list[Scored]) -> dict[str, Any]:
+    tallies = _tally(benchmark, items)
+    summary: dict[str, Any] = {
+        "groups": {name: tally.as_dict() for name, tally in tallies.items()},
+        "unparsed_ids": sorted(item.id for item in items if item.unparsed),
+        "error_ids": sorted(item.id for item in items if item.error),
+    }
+    if benchmark == "hr-bench":
+        summary.update(_cycle_means(benchmark, items, tallies))
+    elif benchmark == "mme-realworld":
+        summary["subtask_mean"] = _subtask_means(tallies)
+    return summary
+
+
+def _cycle_means(
+    benchmark: Benchmark, items: list[Scored], tallies: dict[str, _Tally]
+) -> dict[str, Any]:
+    by_cycle: dict[str, list[Scored]] = defaultdict(list)
+    for item in items:
+        cycle = item.fields.get("cycle_category")
+        if cycle:  # a row without a cycle (a bad row) counts in plain accuracy only
+            by_cycle[cycle].append(item)
+    cycles = {
+        cycle: {name: tally.accuracy for name, tally in _tally(benchmark, rows).items()}
+        for cycle, rows in sorted(by_cycle.items())
+    }
+    means: dict[str, float | None] = {}
+    for name in tallies:
+        values = [acc[name] for acc in cycles.values() if acc.get(name) is not None]
+        means[name] = (
+            math.fsum(v for v in values if v is not None) / len(values) if values else None
+        )
+    equal = all(
+        means[name] is not None
+        and tally.accuracy is not None
+        and math.isclose(means[name] or 0.0, tally.accuracy, abs_tol=1e-12)
+        for name, tally in tallies.items()
+    )
+    return {"cycle_mean": means, "cycles": cycles, "cycle_mean_equals_plain": equal}
+
+
+def _subtask_means(tallies: dict[str, _Tally]) -> dict[str, float | None]:
+    per_task: dict[str, list[float]] = defaultdict(list)
+    for name, tally in tallies.items():
+        if tally.level == "subtask" and tally.accuracy is not None:
+            per_task[name.split(" / ")[0]].append(tally.accuracy)
+    means: dict[str, float | None] = {
+        "overall": _mean([acc for values in per_task.values() for acc in values])
+    }
+    for name, tally in tallies.items():
+        if tally.level == "task":
+            means[name] = _mean(per_task.get(name, []))
+    return means
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+# --- paired changes ------------------------------------------------------------------------------
+
+
+def paired_changes(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    benchmark: Benchmark | None = None,
+    extractor: Extractor = "strict",
+    exclude_diagram_table: bool = False,
+) -> dict[str, Any]:
+    """For each sample run by both methods: fixed (baseline wrong, zoom-refine right), broken
+    (right, then wrong), both right, both wrong; with the exact McNemar p-value on fixed/broken.
+    `benchmark` is needed for the official extractor and for `exclude_diagram_table` only."""
+    scored, _ = score_records(
+        benchmark, records, extractor=extractor, exclude_diagram_table=exclude_diagram_table
+    )
+    return _paired(scored)
+
+
+def _paired(scored: Iterable[Scored]) -> dict[str, Any]:
+    by_id: dict[str, dict[str, bool]] = defaultdict(dict)
+    for item in scored:
+        by_id[item.id][item.method] = item.correct
+    fixed: list[str] = []
+    broken: list[str] = []
+    both_right = both_wrong = 0
+    only: dict[str, int] = {"baseline": 0, "zoom-refine": 0}
+    for sample_id, results in sorted(by_id.items()):
+        if "baseline" not in results or "zoom-refine" not in results:
+            for method in only:
+                only[method] += int(method in results)
+            continue
+        before, after = results["baseline"], results["zoom-refine"]
+        if after and not before:
+            fixed.append(sample_id)
+        elif before and not after:
+            broken.append(sample_id)
+        elif before:
+            both_right += 1
+        else:
+            both_wrong += 1
+    return {
+        "pairs": len(fixed) + len(broken) + both_right + both_wrong,
+        "fixed": len(fixed),
+        "broken": len(broken),
+        "both_right": both_right,
+        "both_wrong": both_wrong,
+        "net": len(fixed) - len(broken),
+        "mcnemar_p": mcnemar_exact(len(fixed), len(broken)),
+        "fixed_ids": fixed,
+        "broken_ids": broken,
+        "only_baseline": only["baseline"],
+        "only_zoom_refine": only["zoom-refine"],
+    }
+
+
+def mcnemar_exact(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p-value (binomial on the discordant pairs, p = 1/2)."""
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1))
+    return float(min(Fraction(1), Fraction(2 * tail, 2**n)))
+
+
+# --- table ---------------------------------------------------------------------------------------
+
+
+def format_table(summary: Mapping[str, Any], *, detail: bool = False) -> str:
+    """Plain-text table: a row per group; columns baseline, zoom-refine, difference (points).
+
+    MME-RealWorld's per-category rows appear only with `detail`."""
+    methods: dict[str, Any] = summary.get("methods", {})
+    benchmark = summary.get("benchmark")
+    show = _ordered(methods)
+    hide_categories = benchmark == "mme-realworld" and not detail
+    names: list[str] = []
+    for method in show:
+        for name, group in methods[method]["groups"].items():
+            if name not in names and not (hide_categories and group["level"] == "category"):
+                names.append(name)
+    if benchmark in ("hr-bench", "vstar", "mme-realworld"):
+        names.sort(key=lambda name: _group_order(benchmark, name))
+    diff = "baseline" in methods and "zoom-refine" in methods
+    header = ["group", *show, *(["diff"] if diff else [])]
+    rows = [header]
+    for name in names:
+        cells = [name]
+        values: dict[str, float | None] = {}
+        for method in show:
+            group = methods[method]["groups"].get(name)
+            values[method] = group["accuracy"] if group else None
+            cells.append(_cell(group))
+        if diff:
+            cells.append(_points(values["baseline"], values["zoom-refine"]))
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        f"{benchmark} (extractor: {summary.get('extractor')}"
+        + (", without Diagram and Table" if summary.get("exclude_diagram_table") else "")
+        + ")"
+    ]
+    for row in rows:
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    lines.extend(_footer(summary, show))
+    return "\n".join(lines)
+
+
+def _cell(group: Mapping[str, Any] | None) -> str:
+    if not group or group["accuracy"] is None:
+        return "—"
+    return f"{100 * group['accuracy']:.2f} ({group['correct']}/{group['total']})"
+
+
+def _points(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return "—"
+    return f"{100 * (after - before):+.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _footer(summary: Mapping[str, Any], show: Sequence[str]) -> list[str]:
+    methods: dict[str, Any] = summary.get("methods", {})
+    lines: list[str] = []
+    if summary.get("benchmark") == "mme-realworld":
+        for method in show:
+            means = methods[method].get("subtask_mean", {})
+            parts = ", ".join(f"{name} {_percent(value)}" for name, value in means.items())
+            lines.append(f"unweighted mean over subtasks, {method}: {parts}")
+    if summary.get("benchmark") == "hr-bench":
+        for method in show:
+            info = methods[method]
+            means = info.get("cycle_mean", {})
+            parts = ", ".join(f"{name} {_percent(value)}" for name, value in means.items())
+            agree = "equal to" if info.get("cycle_mean_equals_plain") else "DIFFERENT from"
+            lines.append(f"mean over cycles, {method}: {parts} ({agree} plain accuracy)")
+    for method in show:
+        info = methods[method]
+        lines.append(
+            f"{method}: {len(info['unparsed_ids'])} unparsed, {len(info['error_ids'])} errors "
+            "(counted wrong)"
+        )
+    if summary.get("excluded"):
+        lines.append(f"left out (Diagram and Table): {summary['excluded']} records")
+    paired = summary.get("paired") or {}
+    if paired.get("pairs"):
+        lines.append(
+            f"paired ({paired['pairs']} samples): fixed {paired['fixed']}, broken "
+            f"{paired['broken']}, both right {paired['both_right']}, both wrong "
+            f"{paired['both_wrong']}, McNemar p = {paired['mcnemar_p']:.3g}"
+        )
+    return lines
