@@ -230,3 +230,68 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(
         key = (record["id"], record["method"])
         if key in before:
             assert record == before[key]  # written before the kill, unchanged
+
+
+LAYOUTS = {
+    "hr-bench-tsv": "hr-bench",
+    "hr-bench-parquet": "hr-bench",
+    "mme-json": "mme-realworld",
+    "mme-tsv": "mme-realworld",
+    "mme-lite": "mme-realworld",
+    "vstar-folder": "vstar",
+    "vstar-jsonl": "vstar",
+}
+
+
+@pytest.fixture(scope="module")
+def every_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return fixtures.write_all(tmp_path_factory.mktemp("fixtures"))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_runs_end_to_end_with_a_scripted_model(
+    layout: str, every_fixture: dict[str, Path], tmp_path: Path
+) -> None:
+    benchmark = LAYOUTS[layout]
+    run = EvalPlan(
+        benchmark=benchmark,  # type: ignore[arg-type]
+        data=every_fixture[layout],
+        out=tmp_path / layout,
+        methods=("baseline", "zoom-refine"),
+        concurrency=2,
+    )
+    summary = run_eval(run, ZoomContext(model=RuleVisionModel()))
+    records = lines(run.out)
+    ok = [r for r in records if r["status"] == "ok"]
+    bad = [r for r in records if r["status"] == "error"]
+    assert ok and len(bad) == 2  # each fixture holds exactly one malformed row, × 2 methods
+    assert all(r["correct"] == (r["answer"] == r["ground_truth"]) for r in ok)
+    assert set(summary["methods"]) == {"baseline", "zoom-refine"}
+    for method in summary["methods"].values():
+        assert sorted(method["error_ids"]) == sorted({r["id"] for r in bad})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["hr-bench-parquet", "mme-json", "vstar-folder"])
+def test_every_benchmark_runs_with_the_trained_local_model(
+    layout: str, every_fixture: dict[str, Path], tmp_path: Path, trained_internvl_path: Path
+) -> None:
+    out = tmp_path / layout
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            LAYOUTS[layout],
+            "--data",
+            str(every_fixture[layout]),
+            "--out",
+            str(out),
+            "--model",
+            f"hf:{trained_internvl_path}",
+            "--limit",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = [r for r in lines(out) if r["status"] == "ok"]
+    assert records and all(r["steps"][-1]["node"] == "refine" for r in records)
