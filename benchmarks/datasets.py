@@ -81,9 +81,10 @@ def build_tsv(path: Path, size_bytes: int, distinct: int) -> dict[str, Any]:
     jpeg_mb = sum(len(cell) * 3 / 4 for cell in cells) / distinct / 1e6
     generated = time.perf_counter() - started
     rows = images = 0
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(HEADER)
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="")
+    with path.open("w", encoding="utf-8", newline="", buffering=1 << 22) as handle:
+        handle.write("\t".join(HEADER) + "\n")
         while handle.tell() < size_bytes:
             first = rows
             for rotation in range(ROWS_PER_IMAGE):
@@ -93,9 +94,14 @@ def build_tsv(path: Path, size_bytes: int, distinct: int) -> dict[str, Any]:
                 image = cells[images % distinct] if rotation == 0 else str(first)
                 question = f'What colour is the "EXIT" sign near marker {first}?'
                 category = "single" if images % 2 == 0 else "cross"
+                # The text cells go through the csv writer (quoting as pandas does); the image
+                # cell never needs quoting, so it is appended as is (much faster for 14 MB).
+                text.seek(0)
+                text.truncate()
                 writer.writerow(
-                    [rows, question, answer, category, *options, f"cycle{rotation + 1}", image]
+                    [rows, question, answer, category, *options, f"cycle{rotation + 1}"]
                 )
+                handle.write(text.getvalue() + "\t" + image + "\n")
                 rows += 1
             images += 1
     return {

@@ -17,13 +17,16 @@ Layouts (`detect_layout` names them):
   its question and options) or `jsonl` (`test_questions.jsonl`, options embedded in `text`).
 
 Embedded images (TSV / parquet) are streamed: a row is read, its image decoded, the sample yielded
-and dropped. VLMEvalKit-style files store an image once and let other rows name that row's `index`
-in their image cell (a cell of at most 64 characters); to resolve those, the loader keeps only the
-byte range (TSV) or row position (parquet) of each image row, plus a small cache of recently decoded
+and dropped. A TSV line without a quote character is a whole record and is split on tabs directly;
+a line with one goes through the `csv` module (quoted cells may hold tabs, quotes and line breaks),
+its base64 runs swapped for short tokens first so the parser never walks megabytes of them.
+VLMEvalKit-style files store an image once and let other rows name that row's `index` in their
+image cell (a cell of at most 64 characters); to resolve those, the loader keeps only the byte
+range (TSV) or row position (parquet) of each image row, plus a small cache of recently decoded
 images, and re-reads a row from disk on a cache miss. A row that names an image further down the
-file waits (without image data) until that row arrives, so samples may come slightly out of file
-order. Peak memory is a few rows' worth of images plus the cache, whatever the file size (parquet:
-plus one row group of the file).
+file waits (without image data) until that row arrives, so such rows come after it. Peak memory is
+a few rows' worth of images plus the cache, whatever the file size (parquet: plus one row group).
+The MME-RealWorld annotation JSON (~10–30 MB of text, no images) is read whole with `json`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ _IMAGE_CACHE_BYTES = 64 * 1024 * 1024
 re-reading the file (the last image always stays, whatever its size)."""
 
 _PARQUET_BATCH_ROWS = 8
+_BULKY_CELL = 4096
+_READ_BUFFER = 1 << 20
 _FINGERPRINT_CHUNK = 1 << 20
 _LITERAL_MAX_CHARS = 100_000
 _SNIFF_BYTES = 1 << 16
@@ -115,9 +120,9 @@ def load_samples(
         builder = _hr_draft if benchmark == "hr-bench" else _mme_tsv_draft
         return _embedded_samples(rows, builder, reread, layout=located.layout)
     if located.layout == "parquet":
-        names = _parquet_columns(located.file)
+        _check_parquet(located.file)
         return _embedded_samples(
-            _parquet_rows(located.file, names),
+            _parquet_rows(located.file),
             _hr_draft,
             _ParquetRereader(located.file),
             layout="parquet",
@@ -127,8 +132,8 @@ def load_samples(
         return _mme_json_samples(items, located.root)
     if located.layout == "folder":
         return _vstar_folder_samples(located.root, located.categories, seed)
-    first = _check_jsonl(located.file)
-    return _vstar_jsonl_samples(located.file, located.root, seed, first)
+    _check_jsonl(located.file)
+    return _vstar_jsonl_samples(located.file, located.root, seed)
 
 
 def dataset_fingerprint(path: Path | str) -> str:
@@ -548,6 +553,43 @@ class _OffsetLines:
         self._pushed = line
 
 
+def _shelve_bulky_cells(text: str) -> tuple[str, dict[str, str]]:
+    """`text` with each long run between tabs that holds no quote or line break (a base64 cell)
+    swapped for a short token, and the token → run map. The swapped runs hold no character the csv
+    parser reacts to, nor do the tokens, so parsing the shortened text gives the same fields with
+    tokens in place of the runs: the csv module then never walks through megabytes of base64."""
+    if len(text) <= _BULKY_CELL:
+        return text, {}
+    body = text.rstrip("\r\n")
+    ending = text[len(body) :]
+    segments = body.split("\t")
+    shelved: dict[str, str] = {}
+    for position, segment in enumerate(segments):
+        if len(segment) > _BULKY_CELL and not any(mark in segment for mark in '"\r\n'):
+            token = f"\ue000{position}\ue001"
+            if token in text:
+                return text, {}
+            shelved[token] = segment
+            segments[position] = token
+    if not shelved:
+        return text, {}
+    return "\t".join(segments) + ending, shelved
+
+
+def _unshelve(values: list[str], shelved: dict[str, str]) -> list[str]:
+    if not shelved:
+        return values
+    restored = []
+    for value in values:
+        if value in shelved:
+            value = shelved[value]
+        elif "\ue000" in value:
+            for token, segment in shelved.items():
+                value = value.replace(token, segment)
+        restored.append(value)
+    return restored
+
+
 def _split_unquoted(line: str) -> list[str]:
     """The fields of a one-line record without quote characters: exactly what the csv module
     returns for it, without its 4-bytes-per-character field buffer (base64 cells are huge)."""
@@ -565,7 +607,7 @@ def _read_tsv_header(path: Path, benchmark: str) -> list[str]:
             header = next(_csv_reader(lines), None)
         except csv.Error as error:
             raise InvalidInputError(f"{path} is not a readable TSV file ({error})") from error
-        has_rows = bool(handle.readline().strip())
+        has_rows = bool(handle.read(_SNIFF_BYTES).strip())
     if not header or not any(cell.strip() for cell in header):
         raise InvalidInputError(f"{path} has no header row; is it a TSV file?")
     names = [cell.strip() for cell in header]
@@ -597,7 +639,7 @@ def _tsv_rows(path: Path, header: list[str]) -> Iterator[_TableRow]:
     csv module, which reads on across lines while a quoted cell continues."""
     image_column = header.index("image")
     index_column = header.index("index")
-    with path.open("rb") as handle:
+    with path.open("rb", buffering=_READ_BUFFER) as handle:
         lines = _OffsetLines(handle)
         reader = _csv_reader(lines)
         try:
@@ -611,9 +653,11 @@ def _tsv_rows(path: Path, header: list[str]) -> Iterator[_TableRow]:
                 return
             where = f"line {lines.count}"
             if '"' in line:
-                lines.push_back(line)
+                shortened, shelved = _shelve_bulky_cells(line)
+                lines.push_back(shortened)
+                del line, shortened
                 try:
-                    values = next(reader)
+                    values = _unshelve(next(reader), shelved)
                 except StopIteration:
                     return
                 except csv.Error as error:
@@ -621,7 +665,7 @@ def _tsv_rows(path: Path, header: list[str]) -> Iterator[_TableRow]:
                     continue
             else:
                 values = _split_unquoted(line)
-            del line
+                del line
             end = lines.offset
             if not values or (len(values) == 1 and not values[0].strip()):
                 continue
@@ -656,7 +700,8 @@ class _TsvRereader:
             handle.seek(start)
             text = handle.read(end - start).decode("utf-8", errors="replace")
         if '"' in text:
-            values = next(_csv_reader(io.StringIO(text, newline="")))
+            shortened, shelved = _shelve_bulky_cells(text)
+            values = _unshelve(next(_csv_reader(io.StringIO(shortened, newline=""))), shelved)
         else:
             values = _split_unquoted(text)
         return str(values[self._column])
@@ -665,7 +710,7 @@ class _TsvRereader:
 # --- parquet -------------------------------------------------------------------------------------
 
 
-def _parquet_columns(path: Path) -> list[str]:
+def _check_parquet(path: Path) -> None:
     import pyarrow.parquet as pq
 
     try:
@@ -680,10 +725,9 @@ def _parquet_columns(path: Path) -> list[str]:
         )
     if pq.ParquetFile(path).metadata.num_rows == 0:
         raise InvalidInputError(f"{path} has no rows (re-download or re-export it)")
-    return names
 
 
-def _parquet_rows(path: Path, names: list[str]) -> Iterator[_TableRow]:
+def _parquet_rows(path: Path) -> Iterator[_TableRow]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
@@ -997,9 +1041,7 @@ def _check_jsonl(path: Path) -> dict[str, Any]:
     raise InvalidInputError(f"{path} has no questions (only blank lines); re-download it")
 
 
-def _vstar_jsonl_samples(
-    path: Path, root: Path, seed: int | None, first: dict[str, Any]
-) -> Iterator[Sample | BadRow]:
+def _vstar_jsonl_samples(path: Path, root: Path, seed: int | None) -> Iterator[Sample | BadRow]:
     """`test_questions.jsonl`: {"image": "direct_attributes/x.jpg", "text": "Q?\\n(A) …\\n(B) …
     \\nAnswer with …", "category", "question_id", "label": "A"}; `question` with `options` or
     `choices` (correct first) is read too. id = the image's stem, as in the folder layout."""

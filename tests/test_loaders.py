@@ -628,3 +628,66 @@ def test_dataset_fingerprint(tmp_path: Path) -> None:
     assert dataset_fingerprint(root) != first
     with pytest.raises(InvalidInputError, match="dataset not found"):
         dataset_fingerprint(tmp_path / "missing")
+
+
+# --- parity with pandas (VLMEvalKit writes and reads its TSVs with pandas) ------------------------
+
+
+def noise_jpeg(seed: int, side: int = 160) -> bytes:
+    """A JPEG whose base64 is longer than the loader's bulky-cell threshold (4 KiB)."""
+    rng = random.Random(seed)
+    image = Image.frombytes(
+        "RGB", (side, side), bytes(rng.getrandbits(8) for _ in range(side * side * 3))
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+TRICKY_TEXTS = [
+    'He said "stop"\tthen left',
+    "line one\nline two\r\nline three",
+    '"quoted at both ends"',
+    "  leading and trailing spaces  ",
+    "ünïcödé 中文 — “curly”",
+    "plain",
+    'ends with a quote"',
+]
+
+
+@pytest.mark.parametrize("image_first", [False, True])
+def test_tsv_cells_match_pandas(tmp_path: Path, image_first: bool) -> None:
+    pandas = pytest.importorskip("pandas")
+    images = [noise_jpeg(seed) for seed in range(3)]
+    assert all(len(b64(image)) > 4096 for image in images)
+    records = []
+    for index, text in enumerate(TRICKY_TEXTS):
+        cell = b64(images[index % 3]) if index < 3 else str(index % 3)
+        records.append(
+            {
+                "index": index,
+                "image": cell,
+                "question": f"{text} #{index}",
+                "answer": "B",
+                "category": "single",
+                "A": TRICKY_TEXTS[(index + 1) % len(TRICKY_TEXTS)],
+                "B": f"option {index}",
+                "C": "x",
+                "D": "y",
+                "cycle_category": "cycle1",
+            }
+        )
+    frame = pandas.DataFrame.from_records(records)
+    if not image_first:
+        frame = frame[[name for name in frame.columns if name != "image"] + ["image"]]
+    path = tmp_path / "hr_bench_4k.tsv"
+    frame.to_csv(path, sep="\t", index=False)
+
+    samples, bad = split(load_samples("hr-bench", path))
+    assert bad == []
+    expected = pandas.read_csv(path, sep="\t", keep_default_na=False, dtype=str)
+    assert [sample.id for sample in samples] == list(expected["index"])
+    for sample, (_, row) in zip(samples, expected.iterrows(), strict=True):
+        assert sample.question == row["question"].strip()
+        assert sample.options == {letter: row[letter].strip() for letter in "ABCD"}
+        assert sample.image == images[int(sample.id) % 3]
