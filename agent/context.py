@@ -18,6 +18,7 @@ from zoom_refine.tools.settings import ImageSettings
 
 DEFAULT_MODEL = "hf:OpenGVLab/InternVL3-2B-hf"
 MAX_HOPS_LIMIT = 8
+MAX_REGIONS_LIMIT = 8
 
 BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
 TileBudgetField = Literal["none", "transformers", "vllm"]
@@ -65,6 +66,18 @@ class ZoomContext(ImageSettings):
     max_hops: int = 1
     """Most crops per question. 1 = the paper (localize, crop, refine: two model calls)."""
 
+    max_regions: int = 1
+    """Most regions (boxes, hence crops) per localize step, 1..8. 1 = the paper: one box, and any
+    further boxes in a reply are ignored. Above 1 (beyond the paper, for questions that compare
+    distant objects) the prompt allows up to this many boxes, each becomes a crop (regions whose
+    crops overlap heavily are merged first, see `region_merge_iou`), and refine sees every crop
+    in the order given. Zooming again localizes inside the last crop of the hop."""
+
+    region_merge_iou: float = 0.3
+    """With `max_regions > 1`: two regions merge into their union when their crops (padded, in
+    original pixels) have an IoU above this, or share at least half of the smaller crop
+    (`tools.crop.merge_overlapping_pixel_boxes`)."""
+
     confidence_threshold: float = 0.7
     """After a refine, zoom again (if hops remain) when the stated confidence is below this.
     A reply with no confidence counts as sure (no further zoom)."""
@@ -98,6 +111,14 @@ class ZoomContext(ImageSettings):
         if not 1 <= self.max_hops <= MAX_HOPS_LIMIT:
             raise InvalidInputError(
                 f"max_hops must be within 1..{MAX_HOPS_LIMIT}, got {self.max_hops}"
+            )
+        if not 1 <= self.max_regions <= MAX_REGIONS_LIMIT:
+            raise InvalidInputError(
+                f"max_regions must be within 1..{MAX_REGIONS_LIMIT}, got {self.max_regions}"
+            )
+        if not 0.0 <= self.region_merge_iou <= 1.0:
+            raise InvalidInputError(
+                f"region_merge_iou must be within 0..1, got {self.region_merge_iou}"
             )
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise InvalidInputError(

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import NotRequired
+from typing_extensions import NotRequired, TypedDict
 
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.views import ViewRecord

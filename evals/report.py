@@ -15,17 +15,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
-
 from zoom_refine.evals.loaders import load_samples
 from zoom_refine.evals.samples import Sample
 from zoom_refine.evals.scoring import format_table, paired_changes, summarize
 from zoom_refine.evals.store import PredictionStore
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.images import load_image
+from zoom_refine.tools.overlay import draw_boxes
 
 THUMBNAIL_SIDE = 360
-BOX_COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#007aff"]
 NO_PREDICTIONS = "no predictions.jsonl in {folder} (run `zoom-refine eval … --out {folder}` first)"
 
 
@@ -159,18 +157,7 @@ def _thumbnails(config: dict[str, Any], records: list[dict[str, Any]]) -> Iterat
 
 def thumbnail(image: str | bytes, boxes: list[list[int]]) -> str:
     """A small JPEG (base64) of the image with `boxes` (original pixels) drawn and numbered."""
-    original = load_image(image).image
-    scale = THUMBNAIL_SIDE / max(original.size)
-    small = original.resize(
-        (max(1, round(original.width * scale)), max(1, round(original.height * scale))),
-        Image.Resampling.BILINEAR,
-    )
-    draw = ImageDraw.Draw(small)
-    for number, box in enumerate(boxes, start=1):
-        colour = BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
-        scaled = [round(value * scale) for value in box]
-        draw.rectangle(scaled, outline=colour, width=2)
-        draw.text((scaled[0] + 3, scaled[1] + 2), str(number), fill=colour)
+    small = draw_boxes(load_image(image).image, boxes, max_side=THUMBNAIL_SIDE)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=80)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

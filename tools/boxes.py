@@ -147,3 +147,37 @@ def detect_box_frame(box: Sequence[float], expected: BoxFrame) -> BoxFrame:
 def is_finite_box(box: Sequence[float]) -> bool:
     """True when the box has four finite numbers (NaN / inf boxes are treated as 'no box')."""
     return len(box) == 4 and all(math.isfinite(v) for v in box)
+
+
+def box_pixels_to_norm1(box: Sequence[float], region: Box) -> list[float]:
+    """Original-image pixels → fractions 0–1 of `region` (the inverse of `box_norm1_to_pixels`)."""
+    x1, y1, x2, y2 = box
+    return [
+        (x1 - region.x1) / region.width,
+        (y1 - region.y1) / region.height,
+        (x2 - region.x1) / region.width,
+        (y2 - region.y1) / region.height,
+    ]
+
+
+def pixel_box_area(box: Sequence[float]) -> float:
+    """Area of a box in original pixels (0 for an empty or inverted one)."""
+    x1, y1, x2, y2 = box
+    return max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+
+
+def pixel_box_intersection_area(a: Sequence[float], b: Sequence[float]) -> float:
+    """Area shared by two boxes in original pixels."""
+    return pixel_box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+
+def pixel_box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes in original pixels (0 when both are empty)."""
+    shared = pixel_box_intersection_area(a, b)
+    union = pixel_box_area(a) + pixel_box_area(b) - shared
+    return shared / union if union > 0 else 0.0
+
+
+def pixel_box_union(a: Sequence[float], b: Sequence[float]) -> FloatBox:
+    """The smallest box in original pixels holding both boxes."""
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))

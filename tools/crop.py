@@ -3,13 +3,25 @@
 The steps, in order: swap inverted corners, clamp to the image, pad, clamp, enforce a minimum side
 (growing a zero-area box around its point), and round outwards to whole pixels. The result always
 lies inside the image and has positive area.
+
+With several regions per question (`max_regions > 1`), `merge_overlapping_pixel_boxes` first joins
+regions whose crops would show the same thing twice (see its docstring for the rule).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from zoom_refine.tools.boxes import Box, FloatBox
+from zoom_refine.tools.boxes import (
+    Box,
+    FloatBox,
+    pixel_box_area,
+    pixel_box_intersection_area,
+    pixel_box_iou,
+    pixel_box_union,
+)
 from zoom_refine.tools.settings import ImageSettings
 
 
@@ -74,3 +86,59 @@ def _round_outwards(x1: float, y1: float, x2: float, y2: float, width: int, heig
     if bottom <= top:
         top, bottom = min(top, height - 1), min(top, height - 1) + 1
     return Box(left, top, right, bottom)
+
+
+CONTAINED_FRACTION = 0.5
+"""Two crops also merge when their shared area is at least this fraction of the smaller crop."""
+
+
+@dataclass(frozen=True)
+class MergedRegion:
+    """One region after merging: its box in original pixels (corners ordered, not padded) and
+    the indices of the input boxes it holds, in input order."""
+
+    box: FloatBox
+    members: tuple[int, ...]
+
+
+def merge_overlapping_pixel_boxes(
+    boxes: Sequence[FloatBox],
+    region: Box,
+    image_size: tuple[int, int],
+    settings: ImageSettings,
+    iou_threshold: float,
+) -> list[MergedRegion]:
+    """Join boxes (original pixels, drawn on `region`) whose crops would overlap heavily.
+
+    The rule compares the crops `plan_crop` would cut (padded, clamped, minimum side), so it
+    judges what the model would actually be shown: two regions merge into the union of their
+    boxes when their crops' IoU exceeds `iou_threshold`, or when the crops share at least
+    `CONTAINED_FRACTION` of the smaller crop (one nearly inside the other). Merging repeats until
+    no pair qualifies (a union may reach a third region). The result keeps the order in which
+    each merged region's first box was given.
+    """
+    groups = [MergedRegion(_ordered(box), (index,)) for index, box in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        crops = [plan_crop(group.box, region, image_size, settings).as_tuple() for group in groups]
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if _heavy_overlap(crops[i], crops[j], iou_threshold):
+                    joined = MergedRegion(
+                        pixel_box_union(groups[i].box, groups[j].box),
+                        tuple(sorted(groups[i].members + groups[j].members)),
+                    )
+                    groups = [*groups[:i], joined, *groups[i + 1 : j], *groups[j + 1 :]]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+def _heavy_overlap(a: Sequence[float], b: Sequence[float], iou_threshold: float) -> bool:
+    smaller = min(pixel_box_area(a), pixel_box_area(b))
+    shared = pixel_box_intersection_area(a, b)
+    contained = smaller > 0 and shared >= CONTAINED_FRACTION * smaller
+    return pixel_box_iou(a, b) > iou_threshold or contained

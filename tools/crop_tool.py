@@ -27,6 +27,7 @@ CROP_TOOL_NAME = "crop"
 UNKNOWN_IMAGE_ID = "unknown image_id {image_id!r}; registered ids: {known}"
 BAD_BOX = "box must be four finite numbers [x1, y1, x2, y2], got {box!r}"
 NO_IMAGE = "no image registered for this run (the state has no 'image')"
+TAKEN_VIEW_ID = "view_id {view_id!r} is already registered; leave it out to get the next free id"
 
 
 @dataclass(frozen=True)
@@ -47,22 +48,27 @@ def make_crop(
     box: Sequence[float],
     box_format: BoxFrame,
     settings: ImageSettings,
+    view_id: str | None = None,
 ) -> Crop:
     """Cut the region `box` (in `box_format` of view `image_id`) from the full-resolution image.
 
-    The new view gets the next id (`img{len(views)}`) and hop (source hop + 1).
-    Raises ToolException (a model mistake, reported back, not a crash) for an unknown id or a
-    box that is not four finite numbers.
+    The new view gets `view_id`, by default the next id (`img{len(views)}`), and hop (source
+    hop + 1). Several crops made from the same `views` in one step (one tool call per region)
+    must each pass their own `view_id`, or they would all get the same default.
+    Raises ToolException (a model mistake, reported back, not a crash) for an unknown id, a
+    `view_id` already registered, or a box that is not four finite numbers.
     """
     source = _find_view(views, image_id)
     if not is_finite_box(box):
         raise ToolException(BAD_BOX.format(box=list(box)))
+    if view_id is not None and any(record["id"] == view_id for record in views):
+        raise ToolException(TAKEN_VIEW_ID.format(view_id=view_id))
     requested = box_to_pixels(box, box_format, source.box, source.shown_size)
     crop_box = plan_crop(requested, source.box, original.size, settings)
     view, shown = render_view(
         original,
         crop_box,
-        view_id=f"img{len(views)}",
+        view_id=view_id or f"img{len(views)}",
         hop=source.hop + 1,
         max_side=settings.view_max_side,
     )
@@ -116,6 +122,7 @@ def crop_tool(
     box: list[float],
     runtime: ToolRuntime[Any, Any],
     box_format: BoxFrame = "norm1",
+    view_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Zoom in: cut a region of an image at full resolution and look at it closely.
 
@@ -125,6 +132,8 @@ def crop_tool(
         box: [x1, y1, x2, y2] of the region within that image (left, top, right, bottom).
         box_format: the units of `box`: "norm1" (fractions 0–1 of the image's width and height),
             "norm1000" (0–1000), or "pixel" (pixels of that image as it was shown).
+        view_id: id for the new image (optional; by default the next free one, "img1", …).
+            Give distinct ids when asking for several crops at once.
     """
     state = runtime.state
     source: ImageSource | None = state.get("image") if isinstance(state, Mapping) else None
@@ -135,7 +144,7 @@ def crop_tool(
     original = load_image(source, max_pixels=settings.max_pixels).image
     if not views:  # used outside our graph: the whole image is the only registered view
         views = [full_view(original.size, settings.view_max_side).to_record()]
-    crop = make_crop(original, views, image_id, box, box_format, settings)
+    crop = make_crop(original, views, image_id, box, box_format, settings, view_id)
     if runtime.stream_writer is not None:
         runtime.stream_writer({"event": "crop", **crop_artifact(crop)})
     return crop_message_content(crop, settings), crop_artifact(crop)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 from PIL import Image
+from typing_extensions import TypedDict
 
 from zoom_refine.tools.boxes import Box
 

@@ -15,6 +15,7 @@ from zoom_refine.graphs.baseline import build_baseline_graph
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.crop_tool import crop_tool
 from zoom_refine.tools.errors import ImageLoadError, InvalidInputError, ZoomRefineError
+from zoom_refine.tools.overlay import save_trace, show_trace
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,8 @@ __all__ = [
     "build_graph",
     "crop_tool",
     "load_chat_model",
+    "save_trace",
+    "show_trace",
 ]
 
 

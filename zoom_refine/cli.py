@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from zoom_refine.agent.context import DEFAULT_MODEL, ZoomContext
+from zoom_refine.agent.state import InputState
 from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.images import load_image
 
@@ -68,6 +69,17 @@ def ask(
         int, typer.Option(help="Longest side in pixels of images sent to the model.")
     ] = 2048,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole output state.")] = False,
+    trace_db: Annotated[
+        Path | None,
+        typer.Option(help="SQLite file to record the run in (a new thread id each run)."),
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print each step and crop as it happens.")
+    ] = False,
+    save_trace: Annotated[
+        Path | None,
+        typer.Option(help="Folder for overview.png, hop-N.png and trace.json."),
+    ] = None,
 ) -> None:
     """Answer QUESTION about IMAGE: localize, crop at full resolution, refine."""
     try:
@@ -81,7 +93,17 @@ def ask(
             view_max_side=view_max_side,
         )
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
-        result = _run(image, question, option or None, context)
+        live = err if as_json else out
+        result = _run(
+            image,
+            question,
+            option or None,
+            context,
+            trace_db=trace_db,
+            on_event=(lambda mode, data: _print_event(live, mode, data)) if stream else None,
+        )
+        if save_trace is not None:
+            _save_pictures(result, image, save_trace)
     except ZoomRefineError as error:
         _fail(str(error))
     if as_json:
@@ -91,14 +113,31 @@ def ask(
 
 
 def _run(
-    image: Path, question: str, options: list[str] | None, context: ZoomContext
+    image: Path,
+    question: str,
+    options: list[str] | None,
+    context: ZoomContext,
+    *,
+    trace_db: Path | None = None,
+    on_event: Any = None,
 ) -> dict[str, Any]:
-    from zoom_refine import ask as run_ask
+    from zoom_refine.graphs.traces import run_graph
 
     if isinstance(context.model, str) and context.model.startswith("hf:"):
         err.print(f"[dim]loading {escape(context.model)} (weights load on first use)…[/dim]")
+    inputs: InputState = {"image": str(image), "question": question, "options": options}
+
+    def on_thread(thread_id: str) -> None:
+        err.print(
+            f"trace: thread {thread_id} in {trace_db}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
     try:
-        return run_ask(str(image), question, options, context=context)
+        run = run_graph(inputs, context, db=trace_db, on_event=on_event, on_thread=on_thread)
+        return run.result
     except ZoomRefineError:
         raise
     except Exception as error:  # translate the few library failures a user can fix
@@ -106,6 +145,56 @@ def _run(
         if message is None:
             raise
         raise ZoomRefineError(message) from error
+
+
+def _print_event(console: Console, mode: str, data: Any) -> None:
+    """One line per node update, one per crop event."""
+    if mode == "custom":
+        if isinstance(data, dict) and data.get("event") == "crop":
+            view = data.get("view") or {}
+            console.print(
+                f"event    crop {view.get('id')} box {view.get('box')} from {data.get('source_id')}"
+                f" (asked {data.get('requested_box')})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return
+    for node, update in (data or {}).items():
+        console.print(
+            _update_line(node, update or {}), markup=False, highlight=False, soft_wrap=True
+        )
+
+
+def _update_line(node: str, update: dict[str, Any]) -> str:
+    from langchain_core.messages import ToolMessage
+
+    views = {view["id"]: view for view in update.get("views") or []}
+    records = update.get("steps") or []
+    if records:
+        return "update   " + "; ".join(_step_line(step, views) for step in records)
+    crops = []
+    for message in update.get("messages") or []:
+        if isinstance(message, ToolMessage):
+            artifact = message.artifact if isinstance(message.artifact, dict) else {}
+            view = artifact.get("view")
+            crops.append(
+                f"{view['id']} {view['box']} shown at {view['size']}"
+                if view
+                else f"— {message.content}"
+            )
+    if crops:
+        return f"update   {node:<8}  " + "; ".join(crops)
+    return f"update   {node:<8}  {', '.join(sorted(update))}"
+
+
+def _save_pictures(result: dict[str, Any], image: Any, folder: Path) -> None:
+    from zoom_refine.tools.overlay import save_trace
+
+    paths = save_trace(result, image, folder)
+    err.print(
+        f"wrote {len(paths)} files to {folder}", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def _user_message(error: Exception, context: ZoomContext) -> str | None:
@@ -284,3 +373,72 @@ def report_command(
     console = Console()
     console.print(table, markup=False, highlight=False)
     console.print(f"wrote {markdown} and {page}", markup=False)
+
+
+@app.command("trace")
+def trace_command(
+    db: Annotated[Path, typer.Argument(help="Trace database written by `ask --trace-db`.")],
+    thread: Annotated[
+        str | None, typer.Argument(help="A run's thread id: show it step by step.")
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(help="With THREAD: write overview.png, hop-N.png and trace.json here."),
+    ] = None,
+) -> None:
+    """List the runs in DB, or show run THREAD step by step (oldest first)."""
+    from zoom_refine.graphs.traces import list_runs, read_trace
+
+    console = Console(highlight=False)
+    try:
+        if thread is None:
+            if save is not None:
+                raise ZoomRefineError(
+                    "--save needs a THREAD (list them with `zoom-refine trace DB`)"
+                )
+            runs = list_runs(db)
+            for run in runs:
+                console.print(
+                    f"{run.thread_id}  {run.started}  {run.question!r}  → {run.answer}"
+                    f"  ({run.stop_reason})",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            if not runs:
+                console.print(f"no runs in {db}", markup=False)
+            return
+        trace = read_trace(db, thread)
+        for step in trace.steps:
+            console.print(_trace_step_text(step), markup=False, soft_wrap=True)
+        state = trace.state
+        console.print(
+            f"answer {state.get('answer')}  stopped: {state.get('stop_reason')}", markup=False
+        )
+        if save is not None:
+            if "image" not in state:
+                raise ZoomRefineError(f"run {thread} has no image in its state")
+            _save_pictures(state, state["image"], save)
+    except ZoomRefineError as error:
+        _fail(str(error))
+
+
+def _trace_step_text(step: Any) -> str:
+    parts = [f"step {step.step}", f"{step.node:<8}", step.time]
+    if step.view:
+        parts.append(f"view {step.view} {step.view_box}")
+    if step.box is not None:
+        parts.append(f"box {step.box} ({step.box_frame})")
+    if step.answer is not None:
+        parts.append(f"answer {step.answer}")
+    if step.confidence is not None:
+        parts.append(f"confidence {step.confidence:.2f}")
+    if step.usage:
+        parts.append("usage " + " ".join(f"{key}={value}" for key, value in step.usage.items()))
+    if step.seconds is not None:
+        parts.append(f"{step.seconds:.2f} s")
+    if step.note:
+        parts.append(f"— {step.note}")
+    lines = ["  ".join(parts)]
+    if step.raw is not None:
+        lines.extend("    | " + line for line in step.raw.splitlines() or [""])
+    return "\n".join(lines)

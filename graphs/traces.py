@@ -1,0 +1,288 @@
+"""Persistent traces: run the Zoom-Refine graph with a SQLite checkpointer and read runs back.
+
+Each run is one LangGraph thread (a new uuid). Checkpoints are written with a strict serializer:
+msgpack only (no pickle fallback) and, on reading, only LangGraph's built-in allowlist of safe
+types is revived — the state is plain data plus LangChain messages, so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
+
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.state import InputState, OutputState
+from zoom_refine.graphs.zoom_refine import build_builder
+from zoom_refine.tools.errors import InvalidInputError
+
+MISSING_DB = (
+    "trace database not found: {path} (write one with `zoom-refine ask … --trace-db {path}`)"
+)
+NOT_A_DB = "not a trace database: {path} ({reason})"
+UNKNOWN_THREAD = "no run {thread_id!r} in {path} (list runs with `zoom-refine trace {path}`)"
+STREAM_MODES: list[StreamMode] = ["updates", "custom"]
+OUTPUT_KEYS = frozenset(OutputState.__annotations__)
+
+Event = tuple[str, Any]
+"""A streamed event: (`"updates"`, {node: update}) or (`"custom"`, {"event": "crop", …})."""
+
+
+def strict_serde() -> JsonPlusSerializer:
+    """msgpack only: no pickle on write or read; unknown types are not revived on read."""
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+@contextmanager
+def open_saver(path: str | Path, *, create: bool = False) -> Iterator[SqliteSaver]:
+    """A SqliteSaver on `path` with the strict serializer. Reading (`create=False`) refuses a
+    missing file or one that is not a trace database, with an InvalidInputError."""
+    db = Path(path)
+    if not create:
+        _check_trace_db(db)
+    elif db.parent and not db.parent.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(db), check_same_thread=False)
+    try:
+        yield SqliteSaver(conn, serde=strict_serde())
+    finally:
+        conn.close()
+
+
+def _check_trace_db(db: Path) -> None:
+    if not db.is_file():
+        raise InvalidInputError(MISSING_DB.format(path=db))
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as error:
+        raise InvalidInputError(NOT_A_DB.format(path=db, reason=error)) from error
+    if not {"checkpoints", "writes"} <= tables:
+        raise InvalidInputError(NOT_A_DB.format(path=db, reason="no checkpoint tables"))
+
+
+def traced_graph(
+    saver: BaseCheckpointSaver[Any], *, name: str = "zoom_refine"
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The Zoom-Refine graph compiled with `saver` as its checkpointer."""
+    return build_builder().compile(checkpointer=saver, name=name)
+
+
+def thread_config(context: ZoomContext, thread_id: str | None = None) -> RunnableConfig:
+    """Run config: a new thread id (uuid4) unless given, and the context's recursion limit."""
+    return {
+        "configurable": {"thread_id": thread_id or str(uuid.uuid4())},
+        "recursion_limit": context.recursion_limit,
+    }
+
+
+@dataclass
+class Run:
+    """The outcome of `run_graph`: the output state, and the thread id when it was persisted."""
+
+    result: dict[str, Any]
+    thread_id: str | None = None
+
+
+def run_graph(
+    inputs: InputState,
+    context: ZoomContext,
+    *,
+    db: str | Path | None = None,
+    on_event: Callable[[str, Any], None] | None = None,
+    on_thread: Callable[[str], None] | None = None,
+) -> Run:
+    """Run Zoom-Refine once. With `db`, every checkpoint goes to that SQLite file under a new
+    thread id (`on_thread` hears it before the run starts). With `on_event`, events are streamed
+    as they happen (`stream_mode=["updates", "custom"]`): node updates and crop events."""
+    if db is None:
+        from zoom_refine.graphs.zoom_refine import build_graph
+
+        plain: RunnableConfig = {"recursion_limit": context.recursion_limit}
+        return Run(_drive(build_graph(), inputs, context, plain, on_event))
+    with open_saver(db, create=True) as saver:
+        config = thread_config(context)
+        thread_id = str((config.get("configurable") or {})["thread_id"])
+        if on_thread:
+            on_thread(thread_id)
+        return Run(_drive(traced_graph(saver), inputs, context, config, on_event), thread_id)
+
+
+def _drive(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    inputs: InputState,
+    context: ZoomContext,
+    config: RunnableConfig,
+    on_event: Callable[[str, Any], None] | None,
+) -> dict[str, Any]:
+    if on_event is None:
+        result: dict[str, Any] = graph.invoke(inputs, context=context, config=config)
+        return result
+    final: dict[str, Any] = {}
+    for mode, data in graph.stream(
+        inputs, context=context, config=config, stream_mode=[*STREAM_MODES, "values"]
+    ):
+        if mode == "values" and isinstance(data, Mapping):  # the full state: keep the output
+            final = {key: value for key, value in data.items() if key in OUTPUT_KEYS}
+        else:
+            on_event(mode, data)
+    return final
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run in a trace database."""
+
+    thread_id: str
+    started: str
+    """ISO time of the run's first checkpoint (UTC)."""
+    question: str | None
+    answer: str | None
+    stop_reason: str | None
+
+
+def list_runs(path: str | Path) -> list[RunSummary]:
+    """Every run in the database, oldest first."""
+    with open_saver(path) as saver:
+        rows = saver.conn.execute(
+            "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
+            "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
+        ).fetchall()
+        runs = []
+        for thread_id, first_id, last_id in rows:
+            first = _checkpoint(saver, thread_id, first_id)
+            last = _checkpoint(saver, thread_id, last_id)
+            values = _channel_values(first) | _channel_values(last)
+            runs.append(
+                RunSummary(
+                    thread_id=thread_id,
+                    started=str(first.get("ts", "")),
+                    question=values.get("question"),
+                    answer=values.get("answer"),
+                    stop_reason=values.get("stop_reason"),
+                )
+            )
+        return runs
+
+
+def _checkpoint(saver: SqliteSaver, thread_id: str, checkpoint_id: str) -> Mapping[str, Any]:
+    config = {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+    found = saver.get_tuple(config)  # type: ignore[arg-type]
+    return found.checkpoint if found else {}
+
+
+def _channel_values(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    values = checkpoint.get("channel_values") or {}
+    return dict(values) if isinstance(values, Mapping) else {}
+
+
+@dataclass
+class TraceStep:
+    """One node run of a persisted run, as read back from its checkpoints."""
+
+    step: int
+    """LangGraph's superstep number (0 = the first node)."""
+    node: str
+    time: str
+    """ISO time of the checkpoint written after the node finished."""
+    view: str | None = None
+    view_box: list[int] | None = None
+    box: list[float] | None = None
+    """The box the model drew (localize), in the frame it wrote it in."""
+    box_frame: str | None = None
+    raw: str | None = None
+    answer: str | None = None
+    confidence: float | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    seconds: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class Trace:
+    """A run read back: its steps oldest first and its final state (conversation included)."""
+
+    thread_id: str
+    steps: list[TraceStep]
+    state: dict[str, Any]
+
+
+def read_trace(path: str | Path, thread_id: str) -> Trace:
+    """The run `thread_id` step by step, from `graph.get_state_history` (oldest first)."""
+    with open_saver(path) as saver:
+        graph = traced_graph(saver)
+        config = {"configurable": {"thread_id": thread_id}}
+        history = list(graph.get_state_history(config))  # type: ignore[arg-type]
+        if not history:
+            raise InvalidInputError(UNKNOWN_THREAD.format(thread_id=thread_id, path=path))
+        history.reverse()
+        final = dict(history[-1].values)
+        views = {view["id"]: view for view in final.get("views") or []}
+        steps = []
+        for snapshot, after in itertools.pairwise(history):
+            for task in snapshot.tasks:
+                if task.name.startswith("__") or not isinstance(task.result, Mapping):
+                    continue
+                step = int((snapshot.metadata or {}).get("step", 0))
+                time = str(after.created_at)
+                steps.extend(_trace_steps(step, task.name, time, task.result, views))
+        return Trace(thread_id=thread_id, steps=steps, state=final)
+
+
+def _trace_steps(
+    step: int, node: str, time: str, update: Mapping[str, Any], views: dict[str, Any]
+) -> list[TraceStep]:
+    """The rows of one node run: one per model call it recorded, one per crop it made."""
+    rows = []
+    for record in update.get("steps") or []:  # localize / refine: the model call
+        row = TraceStep(
+            step=step,
+            node=str(record.get("node") or node),
+            time=time,
+            view=record.get("view"),
+            box=record.get("box"),
+            box_frame=record.get("box_frame"),
+            raw=record.get("raw"),
+            answer=record.get("answer"),
+            confidence=record.get("confidence"),
+            usage=dict(record.get("usage") or {}),
+            seconds=record.get("seconds"),
+            note=record.get("note"),
+        )
+        if row.view in views:
+            row.view_box = list(views[row.view]["box"])
+        rows.append(row)
+    for message in update.get("messages") or []:  # crop: the tool's results
+        if not isinstance(message, ToolMessage):
+            continue
+        artifact = message.artifact if isinstance(message.artifact, Mapping) else {}
+        view = artifact.get("view")
+        if view:
+            views.setdefault(view["id"], view)
+            rows.append(
+                TraceStep(
+                    step=step, node=node, time=time, view=view["id"], view_box=list(view["box"])
+                )
+            )
+        else:
+            rows.append(TraceStep(step=step, node=node, time=time, note=str(message.content)))
+    return rows or [TraceStep(step=step, node=node, time=time)]
