@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.evals.scoring import summarize
 from zoom_refine.evals.store import PredictionStore
 from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.traces import open_saver, traced_graph
 from zoom_refine.graphs.zoom_refine import build_graph
 from zoom_refine.tools.errors import InvalidInputError
 
@@ -54,6 +56,9 @@ class EvalPlan:
     retry_errors: bool = False
     bad_rows: Literal["skip", "wrong"] = "wrong"
     extractor: Literal["strict", "official"] = "strict"
+    trace_db: Path | None = None
+    """Also checkpoint every run into this SQLite file (thread `<method>:<id>`), for
+    `zoom-refine trace`."""
 
 
 @dataclass
@@ -111,7 +116,29 @@ def run_eval(
     if plan.retry_errors:
         store.drop_errors()
     write_config(plan, context)
-    graphs = {"zoom-refine": build_graph(), "baseline": build_baseline_graph()}
+    with ExitStack() as stack:
+        saver = (
+            stack.enter_context(open_saver(plan.trace_db, create=True)) if plan.trace_db else None
+        )
+        graphs = {
+            "zoom-refine": traced_graph(saver) if saver else build_graph(),
+            "baseline": build_baseline_graph(checkpointer=saver),
+        }
+        _run_all(plan, context, store, graphs, on_record, traced=saver is not None)
+    summary = summarize(plan.benchmark, list(store), extractor=plan.extractor)
+    (plan.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _run_all(
+    plan: EvalPlan,
+    context: ZoomContext,
+    store: PredictionStore,
+    graphs: dict[str, Any],
+    on_record: Callable[[dict[str, Any], Progress], None] | None,
+    *,
+    traced: bool,
+) -> None:
     progress = Progress()
 
     def finish(record: dict[str, Any]) -> None:
@@ -135,7 +162,9 @@ def run_eval(
         in_flight: set[Future[dict[str, Any]]] = set()
         for sample, method in jobs():
             in_flight.add(
-                pool.submit(run_one, graphs[method], plan.benchmark, sample, method, context)
+                pool.submit(
+                    run_one, graphs[method], plan.benchmark, sample, method, context, traced
+                )
             )
             if len(in_flight) >= 2 * plan.concurrency:  # bounded: samples hold decoded images
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -144,26 +173,32 @@ def run_eval(
         for future in in_flight:
             finish(future.result())
 
-    summary = summarize(plan.benchmark, list(store), extractor=plan.extractor)
-    (plan.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
-
 
 def run_one(
-    graph: Any, benchmark: Benchmark, sample: Sample, method: Method, context: ZoomContext
+    graph: Any,
+    benchmark: Benchmark,
+    sample: Sample,
+    method: Method,
+    context: ZoomContext,
+    traced: bool = False,
 ) -> dict[str, Any]:
     """One (sample, method): the graph's output as a record, or the error it ended in."""
     started = time.perf_counter()
     inputs = {"image": sample.image, "question": sample.question, "options": sample.options}
     if method == "baseline":  # the benchmark's own prompt, as its official numbers were made
         inputs["prompt"] = benchmark_prompt(benchmark, sample)
+    config: dict[str, Any] = {"recursion_limit": context.recursion_limit}
+    thread = f"{method}:{sample.id}"
+    if traced:
+        config["configurable"] = {"thread_id": thread}
     try:
-        result = graph.invoke(
-            inputs, context=context, config={"recursion_limit": context.recursion_limit}
-        )
+        result = graph.invoke(inputs, context=context, config=config)
     except Exception as error:  # one sample's failure is recorded; the run goes on
         return error_record(sample, method, error, time.perf_counter() - started)
-    return result_record(sample, method, result, time.perf_counter() - started)
+    record = result_record(sample, method, result, time.perf_counter() - started)
+    if traced:
+        record["thread_id"] = thread
+    return record
 
 
 def _base(sample: Sample, method: Method) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -63,7 +64,10 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
 
 
 def build_baseline_graph(
-    *, name: str = "baseline", retry_policy: RetryPolicy | None = MODEL_RETRY
+    *,
+    name: str = "baseline",
+    retry_policy: RetryPolicy | None = MODEL_RETRY,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """One node, same input and output schema as the Zoom-Refine graph."""
     builder = StateGraph(
@@ -72,4 +76,4 @@ def build_baseline_graph(
     builder.add_node("answer", answer_directly, retry_policy=retry_policy)
     builder.add_edge(START, "answer")
     builder.add_edge("answer", END)
-    return builder.compile(name=name)
+    return builder.compile(name=name, checkpointer=checkpointer)

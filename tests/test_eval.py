@@ -295,3 +295,19 @@ def test_every_benchmark_runs_with_the_trained_local_model(
     assert result.exit_code == 0, result.output
     records = [r for r in lines(out) if r["status"] == "ok"]
     assert records and all(r["steps"][-1]["node"] == "refine" for r in records)
+
+
+def test_eval_with_a_trace_db_checkpoints_every_run(tmp_path: Path, hr_bench: Path) -> None:
+    from zoom_refine.graphs.traces import list_runs, read_trace
+
+    db = tmp_path / "traces.sqlite"
+    run_eval(
+        plan(tmp_path, hr_bench, methods=("baseline", "zoom-refine"), limit=2, trace_db=db),
+        ZoomContext(model=RuleVisionModel()),
+    )
+    records = lines(tmp_path / "run")
+    threads = {r["thread_id"] for r in records}
+    assert threads == {"baseline:0", "baseline:1", "zoom-refine:0", "zoom-refine:1"}
+    assert {run.thread_id for run in list_runs(db)} == threads
+    trace = read_trace(db, "zoom-refine:0")
+    assert "refine" in [step.node for step in trace.steps]

@@ -58,6 +58,9 @@ def ask(
         typer.Option(help=f"OpenAI-compatible server URL (default: ${BASE_URL_ENV})."),
     ] = None,
     max_hops: Annotated[int, typer.Option(help="Most zooms per question (1 = the paper).")] = 1,
+    max_regions: Annotated[
+        int, typer.Option(help="Most regions the model may mark per zoom (1 = the paper).")
+    ] = 1,
     confidence_threshold: Annotated[
         float, typer.Option(help="Zoom again while confidence is below this (0–1).")
     ] = 0.7,
@@ -87,6 +90,7 @@ def ask(
             model=model,
             base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
             max_hops=max_hops,
+            max_regions=max_regions,
             confidence_threshold=confidence_threshold,
             prompt_style=_choice(prompt_style, ("paper", "internvl"), "--prompt-style"),
             box_format=_choice(box_format, ("auto", "norm1", "norm1000", "pixel"), "--box-format"),
@@ -275,6 +279,10 @@ def eval_command(
     extractor: Annotated[
         str, typer.Option(help="Answer extraction for scoring: strict or official.")
     ] = "strict",
+    max_regions: Annotated[int, typer.Option(help="Most regions per zoom (1 = the paper).")] = 1,
+    trace_db: Annotated[
+        Path | None, typer.Option(help="Also checkpoint every run into this SQLite file.")
+    ] = None,
 ) -> None:
     """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
     from zoom_refine.evals.runner import METHODS, EvalPlan, parse_shard, run_eval
@@ -294,11 +302,13 @@ def eval_command(
             retry_errors=retry_errors,
             bad_rows=_choice(bad_rows, ("skip", "wrong"), "--bad-rows"),
             extractor=_choice(extractor, ("strict", "official"), "--extractor"),
+            trace_db=trace_db,
         )
         context = ZoomContext(
             model=model,
             base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
             max_hops=max_hops,
+            max_regions=max_regions,
         )
         if not data.exists():
             raise ZoomRefineError(f"dataset not found: {data} (check --data)")
