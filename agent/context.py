@@ -12,7 +12,6 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 
 from zoom_refine.agent.prompts import PromptStyle
-from zoom_refine.tools.boxes import BoxFrame
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.settings import ImageSettings
 
@@ -23,9 +22,6 @@ MAX_REGIONS_LIMIT = 8
 BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
 TileBudgetField = Literal["none", "transformers", "vllm"]
 FamilySetting = Literal["auto", "internvl", "qwen2_5_vl", "qwen3_vl", "other"]
-
-PROMPT_FRAME: dict[PromptStyle, BoxFrame] = {"paper": "norm1", "internvl": "norm1000"}
-"""The box frame each prompt style asks for (a model family may still answer in its own)."""
 
 
 @dataclass(kw_only=True)

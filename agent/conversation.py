@@ -48,14 +48,3 @@ def _blocks(content: str | list[Any]) -> list[dict[str, Any]]:
 
 def _is_image(block: dict[str, Any]) -> bool:
     return block.get("type") in ("image", "image_url")
-
-
-def count_images(messages: Sequence[BaseMessage]) -> int:
-    """Images in a conversation (for step records)."""
-    return sum(
-        1
-        for message in messages
-        if not isinstance(message.content, str)
-        for block in message.content
-        if isinstance(block, dict) and _is_image(block)
-    )

@@ -223,7 +223,8 @@ class LocalVisionChatModel(BaseChatModel):
             max_new_tokens,
             tuple(stop or ()),
             logprobs,
-            _fingerprints(conversation),
+            # Fingerprinting hashes every image's pixels: only when a prefix can be reused.
+            _fingerprints(conversation) if self.reuse_prefix and backend.reuses_prefixes else (),
             self._prepare_inputs(backend, conversation),  # in the caller's thread: in parallel
         )
         if self.max_batch_size > 1:
