@@ -47,7 +47,8 @@ def as_image(image: Image.Image | ImageSource) -> Image.Image:
 def draw_boxes(
     original: Image.Image, boxes: Sequence[Sequence[int]], *, max_side: int
 ) -> Image.Image:
-    """A copy of `original` downscaled to `max_side` (never enlarged), `boxes` drawn and numbered."""
+    """A copy of `original` downscaled to `max_side` (never enlarged), with `boxes` — in pixels of
+    `original`, scaled here with the picture — drawn and numbered."""
     scale = min(1.0, max_side / max(original.size))
     size = (max(1, round(original.width * scale)), max(1, round(original.height * scale)))
     picture = original.resize(size, Image.Resampling.BILINEAR) if scale < 1 else original.copy()
