@@ -69,3 +69,22 @@ def trained_qwen_path() -> pathlib.Path:
     from tiny_models import trained_protocol_model
 
     return trained_protocol_model("qwen2_5_vl")
+
+
+# --- RELIABILITY.md: hostile inputs and faults, reported from real results (tests/reliability.py) --
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-json",
+        default=None,
+        help="write every `reliability`-marked test and its result to this JSON file",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--reliability-json")
+    if path:
+        from reliability import ReliabilityRecorder
+
+        config.pluginmanager.register(ReliabilityRecorder(pathlib.Path(path)), "reliability")
