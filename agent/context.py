@@ -11,6 +11,7 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
+from zoom_refine.agent.families import server_input_size
 from zoom_refine.agent.prompts import PromptStyle
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.settings import ImageSettings
@@ -103,7 +104,7 @@ class ZoomContext(ImageSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.image_format == "auto":
-            self.image_format = "png" if _is_in_process(self.model) else "jpeg"
+            self.image_format = "bmp" if _is_in_process(self.model) else "jpeg"
         if not 1 <= self.max_hops <= MAX_HOPS_LIMIT:
             raise InvalidInputError(
                 f"max_hops must be within 1..{MAX_HOPS_LIMIT}, got {self.max_hops}"
@@ -121,6 +122,43 @@ class ZoomContext(ImageSettings):
                 f"confidence_threshold must be within 0..1, got {self.confidence_threshold}"
             )
 
+    def chat_model(self) -> BaseChatModel:
+        """The model object, or the process-wide cached model its spec names."""
+        if isinstance(self.model, BaseChatModel):
+            return self.model
+        from zoom_refine.agent.models import load_chat_model
+
+        return load_chat_model(
+            self.model,
+            base_url=self.base_url,
+            max_new_tokens=self.max_new_tokens,
+            max_patches=self.max_patches,
+            request_timeout=self.request_timeout,
+            server_tile_budget=self.server_tile_budget,
+        )
+
+    def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
+        """The size the model's processor resizes an image of `region_size` to (see
+        `ImageSettings.shown_size`): asked of an in-process model (loading it if need be); for a
+        server, derived from `model_family` and the settings we send or document (`max_patches`
+        with a `server_tile_budget`, `qwen_min_pixels`/`qwen_max_pixels`)."""
+        from zoom_refine.agent.local_model import LocalVisionChatModel
+
+        if self.exact_preprocessing:
+            return None
+        model = self.chat_model() if _is_in_process(self.model) else None
+        if isinstance(model, LocalVisionChatModel):
+            return model.input_size(region_size)
+        if self.model_family == "auto":
+            return None
+        return server_input_size(
+            self.model_family,
+            region_size,
+            max_patches=self.max_patches if self.server_tile_budget != "none" else None,
+            qwen_min_pixels=self.qwen_min_pixels,
+            qwen_max_pixels=self.qwen_max_pixels,
+        )
+
     @property
     def recursion_limit(self) -> int:
         """A LangGraph recursion limit that admits `max_hops` zooms and nothing more."""
@@ -128,7 +166,7 @@ class ZoomContext(ImageSettings):
 
 
 def _is_in_process(model: str | BaseChatModel) -> bool:
-    """Our local backend takes images in memory (no request body to keep small): lossless PNG."""
+    """Our local backend takes images in memory (no request body to keep small): lossless BMP."""
     from zoom_refine.agent.local_model import LocalVisionChatModel
 
     if isinstance(model, str):

@@ -13,6 +13,7 @@ for servers (whose config we cannot see).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -70,3 +71,51 @@ def qwen_resized_size(
         height, width, factor=QWEN_PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
     )
     return int(resized_width), int(resized_height)
+
+
+INTERNVL_TILE = 448
+"""InternVL's tile side in pixels."""
+
+
+def internvl_canvas_size(
+    size: tuple[int, int], *, max_patches: int, min_patches: int = 1, tile: int = INTERNVL_TILE
+) -> tuple[int, int]:
+    """(width, height) InternVL's processor resizes an image of `size` to before cutting it into
+    `tile`-px tiles: the tile grid whose aspect ratio is closest to the image's (its own rule)."""
+    from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
+
+    width, height = size
+    columns, rows = get_optimal_tiled_canvas(
+        (height, width), (tile, tile), min_patches, max_patches
+    )
+    return columns * tile, rows * tile
+
+
+def stable_input_size(
+    resize: Callable[[tuple[int, int]], tuple[int, int]], size: tuple[int, int]
+) -> tuple[int, int] | None:
+    """`resize(size)` when the processor would leave an image of that size as it is (so a view
+    made at that size is used unchanged); None otherwise (the processor would resize it again)."""
+    target = resize(size)
+    return target if resize(target) == target else None
+
+
+def server_input_size(
+    family: Family,
+    size: tuple[int, int],
+    *,
+    max_patches: int | None,
+    qwen_min_pixels: int,
+    qwen_max_pixels: int,
+) -> tuple[int, int] | None:
+    """The size a server's processor resizes an image of `size` to, for the families whose rule
+    and settings we know (InternVL with a known tile budget, Qwen2.5-VL); else None."""
+    if family == "internvl" and max_patches is not None:
+        budget = max_patches
+        return stable_input_size(lambda s: internvl_canvas_size(s, max_patches=budget), size)
+    if family == "qwen2_5_vl":
+        return stable_input_size(
+            lambda s: qwen_resized_size(s, min_pixels=qwen_min_pixels, max_pixels=qwen_max_pixels),
+            size,
+        )
+    return None

@@ -6,15 +6,23 @@
   decoded together in one left-padded batch; each row's cache is stored again for its next turn.
 - Without reuse (`reuse=False`, the official-style path): a plain `generate` over the whole
   prompt, batched with left padding when several arrive together.
+
+Out of memory (`torch.OutOfMemoryError`): the backend drops every key/value cache (the prefix
+cache, and those the failed call held, by clearing its finished frames) and empties the CUDA cache;
+then each request of the failed call runs once more, alone. One retry, because the first attempt
+ran beside cached prefixes and batch-mates whose memory is now free; not more, because alone and
+from an empty cache the same input needs the same memory again. A request that runs out of memory
+alone gets a `ModelOutOfMemoryError` in its place (its sample fails, the others go on).
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zoom_refine.agent.local_backend import LocalBackend
+from zoom_refine.agent.local_backend import OUT_OF_MEMORY_HINT, LocalBackend, ModelOutOfMemoryError
 from zoom_refine.agent.prefix_cache import back_off_image, match_key
 
 HFMessage = dict[str, Any]
@@ -57,8 +65,38 @@ class GenerationRequest:
 
 def generate_many(
     backend: LocalBackend, requests: Sequence[GenerationRequest], *, reuse: bool
+) -> list[Generation | ModelOutOfMemoryError]:
+    """Generate for one or several requests (each with `inputs` prepared); on out-of-memory, free
+    the caches and retry each request once alone (see the module docstring). A request that still
+    runs out of memory gets its `ModelOutOfMemoryError` (not raised) in its place."""
+    import torch
+
+    try:
+        return list(_generate_together(backend, requests, reuse=reuse))
+    except torch.OutOfMemoryError as error:
+        out_of_memory(backend, error)
+    results: list[Generation | ModelOutOfMemoryError] = []
+    for request in requests:
+        try:
+            results.append(generate(backend, request.inputs, request, reuse=reuse))
+        except torch.OutOfMemoryError as error:
+            results.append(out_of_memory(backend, error))
+    return results
+
+
+def out_of_memory(backend: LocalBackend, error: BaseException) -> ModelOutOfMemoryError:
+    """Free what the failed call held (its finished frames' tensors, the prefix cache, CUDA's
+    cached blocks) and return the per-sample error to report."""
+    traceback.clear_frames(error.__traceback__)  # the failed call's locals hold KV caches
+    backend.release_memory()
+    first_line = next(iter(str(error).strip().splitlines()), "")
+    detail = f" ({type(error).__name__}: {first_line})" if first_line else ""
+    return ModelOutOfMemoryError(OUT_OF_MEMORY_HINT + detail)
+
+
+def _generate_together(
+    backend: LocalBackend, requests: Sequence[GenerationRequest], *, reuse: bool
 ) -> list[Generation]:
-    """Generate for one or several requests (each with `inputs` prepared)."""
     if len(requests) == 1:
         return [generate(backend, requests[0].inputs, requests[0], reuse=reuse)]
     if reuse and backend.reuses_prefixes and backend.image_token_id is not None:

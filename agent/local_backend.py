@@ -3,22 +3,40 @@
 `load_local_backend` returns the shared processor and model for a checkpoint (bf16 on GPU,
 float32 on CPU, sdpa attention unless told otherwise), plus the per-model state that generation
 shares: a lock, the prefix cache and the micro-batchers.
+
+Out of memory: `release_memory` drops every cached key/value cache and returns freed CUDA blocks;
+generation calls it when the model raises `torch.OutOfMemoryError` and then fails the sample with
+`ModelOutOfMemoryError` (see `agent/generation.py`), so one oversized sample does not stop a run.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zoom_refine.agent.batching import MicroBatcher
+from zoom_refine.agent.image_cache import CachingImageProcessor
 from zoom_refine.agent.prefix_cache import PrefixCache
+from zoom_refine.tools.errors import ZoomRefineError
 
 if TYPE_CHECKING:
     import torch
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+OUT_OF_MEMORY_HINT = (
+    "out of memory on this sample: lower max_patches or view_max_side, or use a smaller batch "
+    "(max_batch_size, --concurrency)"
+)
+
+
+class ModelOutOfMemoryError(ZoomRefineError):
+    """The local model ran out of memory on this input, even alone and with every cache dropped.
+
+    A per-sample failure, not a crash: the eval runner records it and goes on. Never retried by
+    the graph's `MODEL_RETRY` (it is not transient: the same input needs the same memory)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,17 @@ class LocalBackend:
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     batchers: dict[Any, MicroBatcher[Any, Any]] = field(default_factory=dict)
+
+    def release_memory(self) -> None:
+        """Drop the prefix cache (every held key/value cache), collect garbage, and hand freed
+        CUDA blocks back to the driver (`empty_cache`) when CUDA is in use: after an
+        out-of-memory error, what the next sample may need."""
+        self.prefix_cache.clear()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # CUDA in use
+            torch.cuda.empty_cache()
 
     @property
     def reuses_prefixes(self) -> bool:
@@ -131,4 +160,6 @@ def _load_backend(
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"  # batched generation continues each row at its end
+    if hasattr(processor, "image_processor"):  # each image tiled once, not once per turn
+        processor.image_processor = CachingImageProcessor(processor.image_processor)
     return LocalBackend(processor=processor, model=model)

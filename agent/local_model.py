@@ -29,9 +29,26 @@ from PIL import Image
 from pydantic import field_validator
 
 from zoom_refine.agent.batching import MicroBatcher
-from zoom_refine.agent.generation import Generation, GenerationRequest, generate_many
-from zoom_refine.agent.local_backend import ATTN_IMPLEMENTATIONS, LocalBackend, load_local_backend
+from zoom_refine.agent.families import (
+    family_from_model_type,
+    internvl_canvas_size,
+    qwen_resized_size,
+    stable_input_size,
+)
+from zoom_refine.agent.generation import (
+    Generation,
+    GenerationRequest,
+    generate_many,
+    out_of_memory,
+)
+from zoom_refine.agent.local_backend import (
+    ATTN_IMPLEMENTATIONS,
+    LocalBackend,
+    ModelOutOfMemoryError,
+    load_local_backend,
+)
 from zoom_refine.agent.prefix_cache import image_fingerprint
+from zoom_refine.tools.encoding import recently_encoded
 
 HFMessage = dict[str, Any]
 HFBlock = dict[str, Any]
@@ -123,7 +140,7 @@ def decode_base64_image(data: object) -> Image.Image:
     Cached: each turn of a conversation re-sends the earlier images, decoded once here."""
     if not isinstance(data, str) or not data:
         raise ValueError("image block holds no base64 string")
-    return _decode_base64_cached(data)
+    return recently_encoded(data) or _decode_base64_cached(data)
 
 
 @functools.lru_cache(maxsize=8)
@@ -207,6 +224,29 @@ class LocalVisionChatModel(BaseChatModel):
             self.model_path, self.dtype, self.device, self.attn_implementation
         )
 
+    def input_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """(width, height) this model's processor resizes an image of `size` to, when it is a
+        size the processor then leaves unchanged: InternVL's tile canvas (under `max_patches`),
+        Qwen2.5-VL's resized input. None for other processors. The graph makes its views at this
+        size, so the processor's own resize of a large image becomes a no-op."""
+        backend = self.load()
+        family = family_from_model_type(getattr(backend.model.config, "model_type", None))
+        processor: Any = getattr(backend.processor, "image_processor", None)
+        if family == "internvl" and getattr(processor, "crop_to_patches", False):
+            tile = int(processor.size.height)
+            budget = self.max_patches or int(processor.max_patches)
+            low = int(processor.min_patches)
+            return stable_input_size(
+                lambda s: internvl_canvas_size(s, max_patches=budget, min_patches=low, tile=tile),
+                size,
+            )
+        if family == "qwen2_5_vl" and processor is not None:
+            low, high = int(processor.size.shortest_edge), int(processor.size.longest_edge)
+            return stable_input_size(
+                lambda s: qwen_resized_size(s, min_pixels=low, max_pixels=high), size
+            )
+        return None
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -214,10 +254,16 @@ class LocalVisionChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        import torch
+
         conversation = to_hf_conversation(messages)  # bad input fails before any loading
         backend = self.load()
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
         logprobs = bool(kwargs.get("logprobs", False))
+        try:  # in the caller's thread, so in parallel; moving to the GPU may run out of memory
+            inputs = self._prepare_inputs(backend, conversation)
+        except torch.OutOfMemoryError as error:
+            raise out_of_memory(backend, error) from None
         request = GenerationRequest(
             conversation,
             max_new_tokens,
@@ -225,13 +271,15 @@ class LocalVisionChatModel(BaseChatModel):
             logprobs,
             # Fingerprinting hashes every image's pixels: only when a prefix can be reused.
             _fingerprints(conversation) if self.reuse_prefix and backend.reuses_prefixes else (),
-            self._prepare_inputs(backend, conversation),  # in the caller's thread: in parallel
+            inputs,
         )
         if self.max_batch_size > 1:
             batcher = self._batcher(backend)
             generation = batcher.submit(request, key=(max_new_tokens, request.stop, logprobs))
         else:
             generation = generate_many(backend, [request], reuse=self.reuse_prefix)[0]
+        if isinstance(generation, ModelOutOfMemoryError):
+            raise generation  # this sample only: the caches are already freed
         return ChatResult(generations=[ChatGeneration(message=self._message(backend, generation))])
 
     def _message(self, backend: LocalBackend, generation: Generation) -> AIMessage:
@@ -267,7 +315,9 @@ class LocalVisionChatModel(BaseChatModel):
             },
         )
 
-    def _batcher(self, backend: LocalBackend) -> MicroBatcher[GenerationRequest, Generation]:
+    def _batcher(
+        self, backend: LocalBackend
+    ) -> MicroBatcher[GenerationRequest, Generation | ModelOutOfMemoryError]:
         """The backend's shared micro-batcher for this model's batch settings."""
         key = (self.max_batch_size, self.batch_wait_ms, self.max_patches, self.reuse_prefix)
         with backend.lock:

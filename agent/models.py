@@ -27,6 +27,8 @@ NEEDS_LANGCHAIN = (
 )
 NO_API_KEY = "EMPTY"
 """Local OpenAI-compatible servers accept any key; the client library requires one."""
+API_KEY_ENV = "OPENAI_API_KEY"
+"""Where `openai:` models read their key: the environment, or `use_api_key` (CLI `--api-key`)."""
 
 _CACHE: dict[tuple[str, str | None, int, int | None, float, str], BaseChatModel] = {}
 _LOCK = threading.Lock()
@@ -81,6 +83,17 @@ def _create(
     return model
 
 
+def use_api_key(key: str | None) -> None:
+    """Use an explicitly given key (CLI `--api-key`) for `openai:` models in this process.
+
+    It is put where the environment's key would be, so both take the same path: into the client's
+    request headers only. The key is never part of a model spec, the context, `config.json`,
+    traces or messages. None (no option given) keeps the environment's key.
+    """
+    if key:
+        os.environ[API_KEY_ENV] = key
+
+
 def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, Any] | None:
     """The request-body fields that carry an InternVL tile budget to a given server."""
     if max_patches is None or field == "none":
@@ -114,5 +127,5 @@ def _openai_model(
     if base_url:
         options["base_url"] = base_url
         # A local server needs no real key; a hosted one reads OPENAI_API_KEY as usual.
-        options["api_key"] = os.environ.get("OPENAI_API_KEY") or NO_API_KEY
+        options["api_key"] = os.environ.get(API_KEY_ENV) or NO_API_KEY
     return ChatOpenAI(**options)

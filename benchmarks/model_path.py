@@ -61,7 +61,7 @@ def make_sample(size: tuple[int, int], seed: int) -> Sample:
     settings = ImageSettings()
     original = Image.effect_noise(size, 40 + seed).convert("RGB")
     view, shown = render_view(
-        original, Box.full(size), view_id="img0", hop=0, max_side=settings.view_max_side
+        original, Box.full(size), view_id="img0", hop=0, size=settings.shown_size(size)
     )
     crop = make_crop(original, [view.to_record()], "img0", BOX, "norm1", settings)
     first = HumanMessage(

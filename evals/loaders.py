@@ -352,7 +352,8 @@ def _embedded_samples(
             yield BadRow(row.where, row.error or "row has no index")
             continue
         if row.id in seen:
-            yield BadRow(row.id, f"duplicate index {row.id!r} ({row.where}); the first one is kept")
+            reason = f"duplicate index {row.id!r} ({row.where}); the first one is kept"
+            yield BadRow(_duplicate_id(row.id, row.where), reason)
             continue
         seen.add(row.id)
         if row.error is not None:
@@ -620,6 +621,14 @@ def _read_tsv_header(path: Path, benchmark: str) -> list[str]:
     missing = [name for name in required if name not in names]
     if benchmark == "mme-realworld" and "A" not in names and _MME_OPTIONS_COLUMN not in names:
         missing.append(f"A…E or {_MME_OPTIONS_COLUMN!r}")
+    if missing and len(names) == 1:
+        delimiter = next((mark for mark in (",", ";", "|") if mark in names[0]), None)
+        if delimiter is not None:
+            raise InvalidInputError(
+                f"{path} is not tab-separated: its header has no tab but {delimiter!r} between "
+                f"names ({names[0][:80]!r}); {expected} separates columns with tabs: pass the "
+                "file as downloaded, or re-export it with tabs"
+            )
     if missing:
         shown = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
         raise InvalidInputError(
@@ -936,7 +945,8 @@ def _mme_json_samples(items: list[Any], root: Path) -> Iterator[Sample | BadRow]
             yield BadRow(f"item {number}", "no Question_id")
             continue
         if sample_id in seen:
-            yield BadRow(sample_id, f"duplicate Question_id (item {number}); the first is kept")
+            reason = f"duplicate Question_id (item {number}); the first is kept"
+            yield BadRow(_duplicate_id(sample_id, f"item {number}"), reason)
             continue
         seen.add(sample_id)
         try:
@@ -987,7 +997,8 @@ def _vstar_folder_samples(
                 stems.setdefault(item.stem, {})["image"] = item
         for stem, files in stems.items():
             if stem in seen:
-                yield BadRow(stem, f"duplicate id: {category}/{stem} (the first one is kept)")
+                reason = f"duplicate id: {category}/{stem} (the first one is kept)"
+                yield BadRow(_duplicate_id(stem, category), reason)
                 continue
             seen.add(stem)
             try:
@@ -1067,7 +1078,8 @@ def _vstar_jsonl_samples(path: Path, root: Path, seed: int | None) -> Iterator[S
                 continue
             sample_id = Path(image_cell.strip().replace("\\", "/")).stem or where
             if sample_id in seen:
-                yield BadRow(sample_id, f"duplicate image {image_cell!r} ({where})")
+                reason = f"duplicate image {image_cell!r} ({where})"
+                yield BadRow(_duplicate_id(sample_id, where), reason)
                 continue
             seen.add(sample_id)
             try:
@@ -1166,6 +1178,13 @@ def _vstar_sample(
 
 
 # --- shared helpers ------------------------------------------------------------------------------
+
+
+def _duplicate_id(sample_id: str, where: str) -> str:
+    """The id of a duplicate row's BadRow: the id plus where the duplicate is (`0 @ line 5`).
+    Its own id, so the runner records it (under the first row's id it would be taken for that
+    row, already done or in flight, and silently dropped)."""
+    return f"{sample_id} @ {where}"
 
 
 def _inside_root(root: Path, cell: Any) -> Path:

@@ -61,7 +61,7 @@ class PredictionStore:
         with self._lock:
             descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(descriptor, line)
+                _write_line(descriptor, line)
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -93,3 +93,16 @@ class PredictionStore:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def _write_line(descriptor: int, line: bytes) -> None:
+    """Append all of `line`, or nothing: `os.write` may write only part (a full disk, a signal),
+    and a fragment left mid-file would glue the next record onto it as one unreadable line."""
+    start = os.fstat(descriptor).st_size
+    try:
+        written = 0
+        while written < len(line):
+            written += os.write(descriptor, line[written:])
+    except OSError:
+        os.ftruncate(descriptor, start)
+        raise

@@ -14,7 +14,6 @@ from langgraph.types import RetryPolicy
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import to_model_messages
 from zoom_refine.agent.families import Family, detect_family
-from zoom_refine.agent.models import load_chat_model
 from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.encoding import image_content_block
 from zoom_refine.tools.images import ImageSource, load_image
@@ -57,16 +56,7 @@ class ModelReply:
 
 def resolve_model(context: ZoomContext) -> BaseChatModel:
     """The context's model object, or the cached model its spec names."""
-    if isinstance(context.model, BaseChatModel):
-        return context.model
-    return load_chat_model(
-        context.model,
-        base_url=context.base_url,
-        max_new_tokens=context.max_new_tokens,
-        max_patches=context.max_patches,
-        request_timeout=context.request_timeout,
-        server_tile_budget=context.server_tile_budget,
-    )
+    return context.chat_model()
 
 
 def resolve_family(context: ZoomContext, model: BaseChatModel) -> Family:
@@ -156,7 +146,7 @@ def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
         Box.full(original.size),
         view_id="img0",
         hop=0,
-        max_side=context.view_max_side,
+        size=context.shown_size(original.size),
     )
     block = image_content_block(shown, context.encoding, context.jpeg_quality)
     return FirstLook(view=view, image_block=block, image_sha256=original.sha256)

@@ -52,6 +52,33 @@ class ServedModel:
     """The `model` field requests must send (see `served_model_name`)."""
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server and its process, for tests that fault it (kill, pause, resume)."""
+
+    base_url: str
+    """`http://127.0.0.1:PORT/v1`."""
+    process: subprocess.Popen[bytes]
+    """The `transformers serve` process, leader of its own process group."""
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, as a crash or the OOM killer would: no graceful shutdown."""
+        signal_group(self.process, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while exit_status(self.process) is None:  # gone for sure before the caller goes on
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.process.pid} survived SIGKILL")
+            time.sleep(0.01)
+
+    def pause(self) -> None:
+        """SIGSTOP the group: the kernel still accepts connections, nothing ever answers."""
+        signal_group(self.process, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the group after `pause`."""
+        signal_group(self.process, signal.SIGCONT)
+
+
 def served_model_name(model_dir: Path | str) -> str:
     """The model name a server started by `serve_model(model_dir)` expects in requests.
 
@@ -108,6 +135,22 @@ def serve_model(
     not healthy within `startup_timeout` seconds, `ServerStartError` carries its output.
     `extra_args` are appended to the command line (e.g. `["--dtype", "float32"]`).
     """
+    with start_server(
+        model_dir, extra_args=extra_args, startup_timeout=startup_timeout, stop_grace=stop_grace
+    ) as server:
+        yield server.base_url
+
+
+@contextmanager
+def start_server(
+    model_dir: Path | str,
+    *,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+    stop_grace: float = STOP_GRACE_S,
+) -> Iterator[RunningServer]:
+    """`serve_model`, yielding the process too: for tests that kill or pause the server. Stopped
+    on exit the same way, whatever the test did to it (killed, paused)."""
     model_name = served_model_name(model_dir)
     with tempfile.TemporaryFile(prefix="transformers-serve-", suffix=".log") as log:
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -144,7 +187,7 @@ def serve_model(
                         continue
                     raise
                 check_model_listed(root, model_name, log)
-                yield f"{root}/v1"
+                yield RunningServer(base_url=f"{root}/v1", process=process)
                 return
             finally:
                 stop_process_group(process, stop_grace)
@@ -201,6 +244,7 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
     """
     if exit_status(process) is None:
         signal_group(process, signal.SIGTERM)
+        signal_group(process, signal.SIGCONT)  # a paused (SIGSTOPped) server must see the SIGTERM
         deadline = time.monotonic() + grace
         while exit_status(process) is None and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -424,7 +424,7 @@ def synthetic(width: int, height: int) -> Image.Image:
 def test_render_view_crop_matches_the_original_region() -> None:
     original = synthetic(300, 200)
     box = Box(10, 20, 110, 70)
-    view, shown = render_view(original, box, view_id="img1", hop=1, max_side=2048)
+    view, shown = render_view(original, box, view_id="img1", hop=1, size=(box.width, box.height))
     assert view == View(id="img1", box=box, hop=1, shown_size=(100, 50))
     assert shown.size == (100, 50)
     assert np.array_equal(np.asarray(shown), np.asarray(original)[20:70, 10:110])
@@ -433,7 +433,7 @@ def test_render_view_crop_matches_the_original_region() -> None:
 
 def test_render_view_full_image_not_resized() -> None:
     original = synthetic(64, 48)
-    view, shown = render_view(original, Box.full((64, 48)), view_id="img0", hop=0, max_side=2048)
+    view, shown = render_view(original, Box.full((64, 48)), view_id="img0", hop=0, size=(64, 48))
     assert view.shown_size == (64, 48)
     assert view.box == Box(0, 0, 64, 48)
     assert np.array_equal(np.asarray(shown), np.asarray(original))
@@ -442,7 +442,9 @@ def test_render_view_full_image_not_resized() -> None:
 def test_render_view_downsamples_and_keeps_layout() -> None:
     original = Image.new("RGB", (400, 200), (255, 0, 0))
     original.paste((0, 0, 255), (200, 0, 400, 200))  # right half blue
-    view, shown = render_view(original, Box.full((400, 200)), view_id="img0", hop=0, max_side=100)
+    view, shown = render_view(
+        original, Box.full((400, 200)), view_id="img0", hop=0, size=shown_size_for((400, 200), 100)
+    )
     assert view.shown_size == (100, 50)
     assert shown.size == (100, 50)
     assert shown.getpixel((10, 25)) == (255, 0, 0)
@@ -453,7 +455,9 @@ def test_render_view_of_a_planned_crop() -> None:
     original = synthetic(1000, 800)
     crop = plan_crop((400, 300, 600, 500), FULL, original.size, DEFAULT)
     assert crop == Box(276, 176, 724, 624)
-    view, shown = render_view(original, crop, view_id="img1", hop=1, max_side=224)
+    view, shown = render_view(
+        original, crop, view_id="img1", hop=1, size=shown_size_for((crop.width, crop.height), 224)
+    )
     assert view.shown_size == (224, 224)  # 448 → 224, never above max_side
     assert shown.size == (224, 224)
     # The top-left shown pixel averages the original's top-left 2×2 neighbourhood of the crop.

@@ -107,7 +107,7 @@ def test_ask_with_a_local_model_prints_answer_and_steps(tiny_internvl_path: Path
         "id": "img0",
         "box": [0, 0, 3840, 2160],
         "hop": 0,
-        "size": [2048, 1152],
+        "size": [1792, 896],  # made at the 4×2 tile canvas the processor would resize it to
     }
     assert state["steps"][0]["node"] == "localize"
     assert state["usage"]["vision_tiles"] == 9

@@ -81,6 +81,11 @@ def assert_exact_load_error(error: pytest.ExceptionInfo[ImageLoadError]) -> None
 # --- bad input -----------------------------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Images",
+    "a path that does not exist",
+    "ImageLoadError: 'image not found: PATH (check the path)'",
+)
 def test_missing_path_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "cat.png"
     with pytest.raises(ImageLoadError) as error:
@@ -104,6 +109,9 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
     assert str(tmp_path) in str(error.value)
 
 
+@pytest.mark.reliability(
+    "Images", "0-byte file", "ImageLoadError: 'image is empty (0 bytes): PATH'"
+)
 def test_zero_byte_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -119,6 +127,11 @@ def test_zero_bytes_input() -> None:
         load_image(b"")
 
 
+@pytest.mark.reliability(
+    "Images",
+    "text file named .jpg",
+    "ImageLoadError: 'not a readable image: PATH (unknown format)'",
+)
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     fake = tmp_path / "photo.jpg"
     fake.write_text("this is not a JPEG, just some text\n" * 10)
@@ -129,6 +142,9 @@ def test_text_file_named_jpg(tmp_path: Path) -> None:
     assert str(fake) in str(error.value)
 
 
+@pytest.mark.reliability(
+    "Images", "truncated JPEG", "ImageLoadError naming the file; the whole file loads"
+)
 def test_truncated_jpeg(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
@@ -152,6 +168,11 @@ def test_truncated_png_bytes() -> None:
 # --- pixel limits --------------------------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Images",
+    "PNG declaring 40000×40000 (decompression bomb)",
+    "ImageTooLargeError from the header, before any pixel is decoded",
+)
 def test_header_declaring_40000_squared_is_refused_before_decode(tmp_path: Path) -> None:
     data = png_with_declared_size(40000, 40000)
     assert struct.unpack(">II", data[16:24]) == (40000, 40000)
@@ -226,6 +247,11 @@ def test_raising_max_pixels_above_pillows_own_limit_is_honoured() -> None:
 # --- modes ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Images",
+    "palette PNG with transparency",
+    "RGB, transparent pixels white, the rest keep their colour",
+)
 def test_palette_with_transparency_becomes_white_where_transparent(tmp_path: Path) -> None:
     image = Image.new("P", (4, 2), 0)
     image.putpalette([0, 0, 255, 255, 0, 0] + [0, 0, 0] * 254)  # index 0 blue, 1 red
@@ -295,6 +321,7 @@ def test_rgb_with_trns_transparency_is_white_where_transparent() -> None:
     assert [loaded.getpixel((0, 0)), loaded.getpixel((1, 0))] == [WHITE, (200, 10, 10)]
 
 
+@pytest.mark.reliability("Images", "CMYK JPEG", "converted to RGB with the right colours (±8)")
 def test_cmyk_jpeg() -> None:
     image = Image.new("CMYK", (16, 8), (0, 255, 255, 0))  # no cyan, full magenta+yellow: red
     image.paste((255, 0, 0, 0), (8, 0, 16, 8))  # full cyan: (0, 255, 255)
@@ -317,6 +344,9 @@ def test_greyscale_l() -> None:
     assert [loaded.getpixel((0, 0)), loaded.getpixel((1, 0))] == [(10, 10, 10), (250, 250, 250)]
 
 
+@pytest.mark.reliability(
+    "Images", "16-bit PNG", "RGB, the used range stretched to 0–255 (not clipped)"
+)
 def test_16_bit_png_stretches_used_range() -> None:
     values = np.array([[1000, 2000], [3000, 40000]], dtype=np.uint16)
     data = encode(Image.fromarray(values), "PNG")
@@ -367,6 +397,11 @@ def test_to_rgb_returns_an_rgb_image_unchanged() -> None:
 # --- orientation, animation, extreme sizes -------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Images",
+    "EXIF orientation 6 JPEG",
+    "rotated as displayed: size swapped, stored top-left at the top-right",
+)
 def test_exif_orientation_6_rotates_clockwise() -> None:
     loaded = load_image(exif_jpeg(6))
     assert loaded.size == (20, 40)  # width and height swapped
@@ -382,6 +417,9 @@ def test_exif_orientation_6_rotates_clockwise() -> None:
     assert close(bottom_left, BLUE, 30)
 
 
+@pytest.mark.reliability(
+    "Images", "EXIF orientation 8 JPEG", "rotated as displayed: stored top-left at the bottom-left"
+)
 def test_exif_orientation_8_rotates_counter_clockwise() -> None:
     loaded = load_image(exif_jpeg(8))
     assert loaded.size == (20, 40)
@@ -402,6 +440,7 @@ def test_exif_orientation_1_is_unchanged() -> None:
     assert close(top_left, RED, 30)
 
 
+@pytest.mark.reliability("Images", "animated GIF", "the first frame, as RGB")
 def test_animated_gif_gives_first_frame(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (6, 4), colour) for colour in (RED, GREEN, BLUE)]
     path = tmp_path / "anim.gif"
@@ -413,6 +452,7 @@ def test_animated_gif_gives_first_frame(tmp_path: Path) -> None:
     assert loaded.image.getpixel((3, 2)) == RED
 
 
+@pytest.mark.reliability("Images", "1×1 PNG", "loads as a 1×1 RGB image")
 def test_one_by_one(tmp_path: Path) -> None:
     path = write(tmp_path / "dot.png", Image.new("RGB", (1, 1), GREEN), "PNG")
     loaded = load_image(path)
@@ -420,6 +460,7 @@ def test_one_by_one(tmp_path: Path) -> None:
     assert loaded.image.getpixel((0, 0)) == GREEN
 
 
+@pytest.mark.reliability("Images", "1×5000 and 5000×1 PNG", "load as RGB, pixels in place")
 @pytest.mark.parametrize("size", [(1, 5000), (5000, 1)])
 def test_one_pixel_wide_strips(size: tuple[int, int]) -> None:
     image = Image.new("L", size, 0)

@@ -141,6 +141,11 @@ def test_hr_bench_broken_references_are_bad_rows(tmp_path: Path) -> None:
     assert reasons["6"] == "image cell refers to its own index"
 
 
+@pytest.mark.reliability(
+    "Datasets",
+    "HR-Bench rows: unknown letter, missing cells, duplicate id, bad base64, empty question",
+    "one BadRow each with a one-line reason; the valid rows load",
+)
 def test_hr_bench_malformed_rows_do_not_stop_the_run(tmp_path: Path) -> None:
     red = b64(jpeg_bytes("red"))
     path = write_tsv(
@@ -161,7 +166,7 @@ def test_hr_bench_malformed_rows_do_not_stop_the_run(tmp_path: Path) -> None:
     reasons = {row.id: row.reason for row in bad}
     assert reasons["1"] == "answer 'F' is not one of the option letters A, B, C, D"
     assert reasons["2"] == "row has 5 fields, the header has 10 (missing or extra cells)"
-    assert reasons["0"].startswith("duplicate index '0' (line 5)")
+    assert reasons["0 @ line 5"].startswith("duplicate index '0' (line 5)")  # its own id
     assert reasons["3"].startswith("image cell is not valid base64")
     assert reasons["4"] == "empty 'question' cell"
     assert len(bad) == 5
@@ -208,6 +213,11 @@ def test_hr_bench_folder_with_one_file(tmp_path: Path) -> None:
 # --- wrong, empty and missing files --------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Datasets",
+    "wrong file for the benchmark (JSON, Lite TSV, fake parquet, JPEG named .tsv)",
+    "InvalidInputError with one line, raised before the first row",
+)
 def test_wrong_format_raises_one_clear_line_before_iteration(tmp_path: Path) -> None:
     mme_json = write_mme_json(tmp_path / "mme")
     with pytest.raises(InvalidInputError) as caught:
@@ -327,6 +337,11 @@ def write_mme_items(folder: Path, images: list[str]) -> Path:
     return path
 
 
+@pytest.mark.reliability(
+    "Security",
+    "MME image paths: ../../etc/passwd, ../, absolute outside, symlink out",
+    "BadRow 'points outside the dataset root' each; inside paths load",
+)
 def test_mme_image_paths_must_stay_inside_the_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "imgs").mkdir(parents=True)
@@ -395,7 +410,7 @@ def test_mme_json_malformed_items(tmp_path: Path) -> None:
     reasons = {row.id: row.reason for row in bad}
     assert reasons["no-truth"] == "missing field(s): Ground truth"
     assert reasons["no-prefix"] == "option 1 ('x') lacks an '(A) ' prefix"
-    assert reasons["ok"].startswith("duplicate Question_id")
+    assert reasons["ok @ item 4"].startswith("duplicate Question_id")
     assert reasons["item 5"] == "not a JSON object"
 
 
@@ -442,6 +457,11 @@ def test_mme_tsv_samples(tmp_path: Path) -> None:
     assert bad == [BadRow("3", "row has 5 fields, the header has 12 (missing or extra cells)")]
 
 
+@pytest.mark.reliability(
+    "Security",
+    "MME-Lite options cell holding code, not a list literal",
+    "json / ast.literal_eval only: code never runs (no PWNED file); BadRow 'not a list literal'",
+)
 def test_mme_lite_parses_list_literals_and_never_runs_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

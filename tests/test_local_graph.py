@@ -50,10 +50,11 @@ def test_graph_through_the_local_backend_counts_real_tiles(
     large = run_localize(tiny_internvl_path, uhd_image, max_patches=12)
     small = run_localize(tiny_internvl_path, uhd_image, max_patches=6)
 
-    for result, tiles in ((large, 9), (small, 3)):
+    # The view is made at the tile canvas itself (4×2 or 2×1 tiles of 448 px).
+    for result, tiles, canvas in ((large, 9, [1792, 896]), (small, 3, [896, 448])):
         (step,) = result["steps"]
         assert step["node"] == "localize" and isinstance(step["raw"], str)
-        assert result["views"][0]["size"] == [2048, 1152]
+        assert result["views"][0]["size"] == canvas
         assert result["usage"]["vision_tiles"] == tiles
         assert result["usage"]["model_calls"] == 1
         assert 1 <= result["usage"]["output_tokens"] <= 6

@@ -278,7 +278,7 @@ def test_merge_rule_on_padded_crops_in_original_pixels() -> None:
 
 def test_make_crop_takes_an_explicit_view_id_and_refuses_a_taken_one() -> None:
     original = Image.new("RGB", (400, 300), GREY)
-    view, _ = render_view(original, Box.full((400, 300)), view_id="img0", hop=0, max_side=2048)
+    view, _ = render_view(original, Box.full((400, 300)), view_id="img0", hop=0, size=(400, 300))
     views = [view.to_record()]
     settings = ImageSettings()
     first = make_crop(original, views, "img0", [0, 0, 0.5, 0.5], "norm1", settings, "img1")

@@ -70,9 +70,9 @@ def test_each_request_body_starts_with_the_previous_one_byte_for_byte(photo: Pat
     assert bodies[1][2]["content"][0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
-def test_servers_get_jpeg_and_local_models_get_png() -> None:
+def test_servers_get_jpeg_and_local_models_get_bmp() -> None:
     assert ZoomContext(model="openai:served").image_format == "jpeg"
-    assert ZoomContext(model="hf:OpenGVLab/InternVL3-2B-hf").image_format == "png"
+    assert ZoomContext(model="hf:OpenGVLab/InternVL3-2B-hf").image_format == "bmp"
     assert ZoomContext(model="openai:served", image_format="png").image_format == "png"
 
 

@@ -292,9 +292,10 @@ def test_trained_internvl_reaches_refine(
         fraction_box(tm.LOCALIZE_BOX, (0, 0, 3000, 2000)), (0, 0, 3000, 2000), (3000, 2000)
     )
     assert crop == [1500, 1000, 2400, 1600]
+    # Each view is made at the processor's tile canvas (max_patches 2): 2×1 tiles of 448 px.
     assert result["views"] == [
-        {"id": "img0", "box": [0, 0, 3000, 2000], "hop": 0, "size": [2048, 1365]},
-        {"id": "img1", "box": crop, "hop": 1, "size": [900, 600]},
+        {"id": "img0", "box": [0, 0, 3000, 2000], "hop": 0, "size": [896, 448]},
+        {"id": "img1", "box": crop, "hop": 1, "size": [896, 448]},
     ]
     assert result["usage"]["model_calls"] == 2
 
@@ -352,11 +353,12 @@ def test_trained_qwen_reaches_refine(
     assert result["initial_answer"] == "B" and result["answer"] == "A"
     assert result["confidence"] == pytest.approx(0.9)
     assert result["stop_reason"] == "confident"
+    # The view is made at the processor's resized input itself (its pixel frame): 700 x 420.
     assert result["views"][0] == {
         "id": "img0",
         "box": [0, 0, 1500, 900],
         "hop": 0,
-        "size": [1500, 900],
+        "size": [700, 420],
     }
     assert (
         expected_crop(
@@ -365,13 +367,12 @@ def test_trained_qwen_reaches_refine(
         == QWEN_FIRST_CROP
     )
     # frame mapping: see issue 3. A `pixel` box is read in the frame the model saw: the
-    # processor's resized input (700 x 420), not the 1500 x 900 view; the view frame would cut
-    # [231, 49, 679, 497].
+    # processor's resized input (700 x 420), which is now the view itself.
     assert result["views"][1] == {
         "id": "img1",
         "box": QWEN_FIRST_CROP,
         "hop": 1,
-        "size": [450, 448],
+        "size": [448, 448],  # the 450 x 448 crop at its resized input (multiples of 28)
     }
 
 

@@ -119,6 +119,11 @@ def test_each_run_is_a_new_thread_and_listed(scene: Path, tmp_path: Path) -> Non
     assert lines[1].startswith(str(second.thread_id)) and "→ A" in lines[1]
 
 
+@pytest.mark.reliability(
+    "Security",
+    "trace checkpoints written by SqliteSaver",
+    "msgpack only: no pickle type in any checkpoint or write row",
+)
 def test_checkpoints_hold_no_pickle(scene: Path, tmp_path: Path) -> None:
     db = tmp_path / "traces.db"
     traced_run(scene, db)
@@ -138,6 +143,11 @@ class Smuggled:
     value: int = 1
 
 
+@pytest.mark.reliability(
+    "Security",
+    "a pickled or unknown-type checkpoint read back",
+    "strict serde: pickle refused (NotImplementedError), unknown types not revived",
+)
 def test_strict_serde_refuses_objects_and_revives_no_unknown_types() -> None:
     serde = strict_serde()
     assert serde.pickle_fallback is False
@@ -181,7 +191,7 @@ def test_cli_ask_streams_records_and_saves(
     scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = ScriptedVisionModel(replies=[LOCALIZE, REFINE])
-    monkeypatch.setattr("zoom_refine.graphs.calls.load_chat_model", lambda *a, **k: model)
+    monkeypatch.setattr("zoom_refine.agent.models.load_chat_model", lambda *a, **k: model)
     db, pictures = tmp_path / "traces.db", tmp_path / "pictures"
     args = ["ask", str(scene), "Colour?", "-o", "red", "-o", "blue", "--stream"]
     result = runner.invoke(app, [*args, "--trace-db", str(db), "--save-trace", str(pictures)])

@@ -63,9 +63,16 @@ class Box:
         return cls(0, 0, size[0], size[1])
 
 
+FRACTION_LIMIT = 1e12
+"""Fractions of a region beyond ±this are clamped to it before scaling, so an absurd number a
+model wrote (1e308, finite) cannot overflow to inf pixels. No crop changes: a corner a trillion
+regions away lands beyond the image edge either way, where the crop planner clamps it."""
+
+
 def box_norm1_to_pixels(box: Sequence[float], region: Box) -> FloatBox:
-    """A 0–1 box relative to `region` (the image shown) → original-image pixels."""
-    x1, y1, x2, y2 = box
+    """A 0–1 box relative to `region` (the image shown) → original-image pixels (finite for
+    finite input: see `FRACTION_LIMIT`)."""
+    x1, y1, x2, y2 = (min(max(v, -FRACTION_LIMIT), FRACTION_LIMIT) for v in box)
     return (
         region.x1 + x1 * region.width,
         region.y1 + y1 * region.height,

@@ -20,7 +20,7 @@ from zoom_refine.tools.crop import plan_crop
 from zoom_refine.tools.encoding import image_content_block, text_content_block
 from zoom_refine.tools.images import ImageSource, load_image
 from zoom_refine.tools.settings import ImageSettings
-from zoom_refine.tools.views import View, ViewRecord, render_view, shown_size_for
+from zoom_refine.tools.views import View, ViewRecord, render_view
 
 CROP_TOOL_NAME = "crop"
 
@@ -70,7 +70,7 @@ def make_crop(
         crop_box,
         view_id=view_id or f"img{len(views)}",
         hop=source.hop + 1,
-        max_side=settings.view_max_side,
+        size=settings.shown_size((crop_box.width, crop_box.height)),
     )
     return Crop(view=view, image=shown, source_view=source, requested_box=requested)
 
@@ -105,10 +105,10 @@ def crop_artifact(crop: Crop) -> dict[str, Any]:
     }
 
 
-def full_view(image_size: tuple[int, int], max_side: int) -> View:
-    """View `img0`: the whole image, shown downsampled to `max_side`."""
+def full_view(image_size: tuple[int, int], settings: ImageSettings) -> View:
+    """View `img0`: the whole image, shown as `settings.shown_size` says."""
     return View(
-        id="img0", box=Box.full(image_size), hop=0, shown_size=shown_size_for(image_size, max_side)
+        id="img0", box=Box.full(image_size), hop=0, shown_size=settings.shown_size(image_size)
     )
 
 
@@ -143,7 +143,7 @@ def crop_tool(
     views = state.get("views") or []
     original = load_image(source, max_pixels=settings.max_pixels).image
     if not views:  # used outside our graph: the whole image is the only registered view
-        views = [full_view(original.size, settings.view_max_side).to_record()]
+        views = [full_view(original.size, settings).to_record()]
     crop = make_crop(original, views, image_id, box, box_format, settings, view_id)
     if runtime.stream_writer is not None:
         runtime.stream_writer({"event": "crop", **crop_artifact(crop)})

@@ -27,6 +27,15 @@ ImageSource = str | os.PathLike[str] | bytes
 DEFAULT_MAX_PIXELS = 150_000_000
 """Largest image accepted, in pixels (width × height): ~12K × 12K. HR-Bench 8K images are ~33 M."""
 
+CACHED_IMAGES = 8
+"""Decoded images kept per process (an 8K RGB image is ~100 MB): enough for eight samples in
+flight, each decoding its image once for the first view and the crop."""
+
+URL_SCHEMES = ("http", "https", "ftp", "s3", "gs")
+URL_GIVEN = (
+    "image URLs are not fetched: {url} (download the file first, e.g. `curl -LO URL`, and pass "
+    "its path)"
+)
 MISSING_FILE = "image not found: {path} (check the path)"
 NOT_A_FILE = "not a file: {path} (pass the path of an image file)"
 EMPTY_FILE = "image is empty (0 bytes): {name} (re-download or re-export it)"
@@ -53,6 +62,10 @@ class LoadedImage:
         return self.image.size
 
 
+def _looks_like_url(text: str) -> bool:
+    return text.split(":", 1)[0].lower() in URL_SCHEMES and "://" in text
+
+
 def describe_source(source: ImageSource) -> str:
     """A short human name for a source, for messages and traces (never the bytes themselves)."""
     if isinstance(source, bytes):
@@ -64,21 +77,42 @@ def read_source_bytes(source: ImageSource) -> bytes:
     """The encoded bytes of a source; a missing path raises ImageLoadError."""
     if isinstance(source, bytes):
         return source
-    path = Path(source)
-    if not path.exists():
-        raise ImageLoadError(MISSING_FILE.format(path=path))
-    if not path.is_file():
-        raise ImageLoadError(NOT_A_FILE.format(path=path))
+    path = _check_is_file(source)
     try:
         return path.read_bytes()
     except OSError as error:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=path, reason=error.strerror)) from error
 
 
+def _check_is_file(source: str | os.PathLike[str]) -> Path:
+    """`source` as a Path; ImageLoadError unless it names an existing file (URLs are never
+    fetched: a graph that reads URLs would let any prompt make it download)."""
+    if _looks_like_url(str(source)):
+        raise ImageLoadError(URL_GIVEN.format(url=source))
+    path = Path(source)
+    if not path.exists():
+        raise ImageLoadError(MISSING_FILE.format(path=path))
+    if not path.is_file():
+        raise ImageLoadError(NOT_A_FILE.format(path=path))
+    return path
+
+
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read, check and decode an image into RGB, oriented as a viewer would show it."""
-    data = read_source_bytes(source)
-    return decode_image_bytes(data, name=describe_source(source), max_pixels=max_pixels)
+    """Read, check and decode an image into RGB, oriented as a viewer would show it.
+
+    A file is read and decoded once while it is unchanged (same size and modification time):
+    the graph's first view and the crop tool share one decode."""
+    if isinstance(source, bytes):
+        return decode_image_bytes(source, name=describe_source(source), max_pixels=max_pixels)
+    path = _check_is_file(source)
+    stat = path.stat()
+    return _load_file(str(path), stat.st_mtime_ns, stat.st_size, max_pixels)
+
+
+@functools.lru_cache(maxsize=CACHED_IMAGES)
+def _load_file(path: str, mtime_ns: int, size: int, max_pixels: int) -> LoadedImage:
+    # (mtime_ns, size) key the cache: a file rewritten in place is read again.
+    return decode_image_bytes(read_source_bytes(path), name=path, max_pixels=max_pixels)
 
 
 def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImage:
@@ -90,7 +124,7 @@ def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImag
     return LoadedImage(image=image, sha256=digest, name=name)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=CACHED_IMAGES)
 def _decode_cached(digest: str, data: bytes, name: str, max_pixels: int) -> Image.Image:
     # `digest` keys the cache cheaply; `data` is compared only on a digest hit.
     # The cached image is shared between callers: crop and resize it, never draw on it.
@@ -112,8 +146,8 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason="unknown format")) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason=str(error))) from error
-    oriented = ImageOps.exif_transpose(image)
-    return to_rgb(oriented)
+    ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+    return to_rgb(image)
 
 
 _PILLOW_LIMIT_LOCK = threading.Lock()

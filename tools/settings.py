@@ -8,6 +8,7 @@ from typing import Literal
 from zoom_refine.tools.encoding import ImageFormat
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.images import DEFAULT_MAX_PIXELS
+from zoom_refine.tools.views import shown_size_for
 
 PaddingMode = Literal["region", "box"]
 
@@ -30,15 +31,42 @@ class ImageSettings:
     """Longest side, in pixels, of any image sent to the model; larger regions are downsampled."""
 
     image_format: ImageFormat | Literal["auto"] = "auto"
-    """Encoding of images sent to the model: lossless `png`, or `jpeg` for requests a fraction of
-    the size (an 8K-derived view is ~1 MB, not ~10 MB). `auto`: `png` for in-process models,
-    `jpeg` for servers and APIs (resolved by the graph's context)."""
+    """Encoding of images sent to the model: lossless `png`; `jpeg` for requests a fraction of
+    the size (an 8K-derived view is ~1 MB, not ~10 MB); lossless uncompressed `bmp`, the fastest
+    to encode and decode. `auto`: `bmp` for in-process models (no network to cross), `jpeg` for
+    servers and APIs (resolved by the graph's context); `png` outside a graph."""
 
     jpeg_quality: int = 90
     """JPEG quality (1–95) when `image_format` is `jpeg`."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Largest input image accepted (width × height); a guard against decompression bombs."""
+
+    exact_preprocessing: bool = False
+    """Reproduce the official pixels: send the whole image and every crop at full resolution and
+    let the model's processor resize them, as the paper's code does (`view_max_side` is then
+    ignored). Off (the default), views are made here, once, straight at the size the processor
+    would resize them to (see `shown_size`): the same tiles within about half a grey level, in a
+    fraction of the CPU time on 8K images (`benchmarks/image_pipeline.py`)."""
+
+    def shown_size(self, region_size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) in pixels at which a region of `region_size` original pixels is sent.
+
+        Exact preprocessing: the region itself. Otherwise the model's own input size when it is
+        known and no larger than the region fitted to `view_max_side` (the processor would then
+        only resize it again), else the region fitted to `view_max_side` (never enlarged)."""
+        if self.exact_preprocessing:
+            return region_size
+        fitted = shown_size_for(region_size, self.view_max_side)
+        model_size = self.model_input_size(region_size)
+        if model_size is not None and model_size[0] <= fitted[0] and model_size[1] <= fitted[1]:
+            return model_size
+        return fitted
+
+    def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
+        """The size the model's processor resizes an image of `region_size` to, if known and
+        stable (that size maps to itself); None here: the graph's context knows the model."""
+        return None
 
     @property
     def encoding(self) -> ImageFormat:

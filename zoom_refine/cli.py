@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from zoom_refine.agent.context import DEFAULT_MODEL, ZoomContext
+from zoom_refine.agent.models import use_api_key
 from zoom_refine.agent.state import InputState
 from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.images import load_image
@@ -35,6 +36,32 @@ SERVER_UNREACHABLE = (
     "cannot reach the model server at {url}: {reason} (is it running? check --base-url)"
 )
 MODEL_UNAVAILABLE = "cannot load model {spec!r}: {reason}"
+BAD_TIMEOUT = "--request-timeout must be a positive number of seconds, got {value}"
+RequestTimeout = Annotated[
+    float,
+    typer.Option(
+        help="Seconds before a request to a model server times out; timeouts, refused "
+        "connections and 5xx are retried (3 attempts), then the sample fails."
+    ),
+]
+"""Shared by `ask` and `eval`: a hung or slow server must not stall a run for the 120-s default."""
+ExactPreprocessing = Annotated[
+    bool,
+    typer.Option(
+        "--exact-preprocessing",
+        help="Send full-resolution images and let the model's processor resize them (the "
+        "paper's exact pixels; slower). Default: views made once at the processor's input size.",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        help="API key for openai: models (default: $OPENAI_API_KEY). Sent with requests only; "
+        "never written to config.json, predictions, traces or logs.",
+        show_default=False,
+    ),
+]
+"""Shared by `ask` and `eval`: the explicit alternative to the environment variable."""
 
 
 @app.callback()
@@ -44,7 +71,7 @@ def main() -> None:
 
 @app.command()
 def ask(
-    image: Annotated[Path, typer.Argument(help="Image file to ask about.")],
+    image: Annotated[str, typer.Argument(help="Image file to ask about.")],
     question: Annotated[str, typer.Argument(help="The question.")],
     option: Annotated[
         list[str] | None,
@@ -83,9 +110,13 @@ def ask(
         Path | None,
         typer.Option(help="Folder for overview.png, hop-N.png and trace.json."),
     ] = None,
+    request_timeout: RequestTimeout = 120.0,
+    exact_preprocessing: ExactPreprocessing = False,
+    api_key: ApiKey = None,
 ) -> None:
     """Answer QUESTION about IMAGE: localize, crop at full resolution, refine."""
     try:
+        use_api_key(api_key)
         context = ZoomContext(
             model=model,
             base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
@@ -95,6 +126,8 @@ def ask(
             prompt_style=_choice(prompt_style, ("paper", "internvl"), "--prompt-style"),
             box_format=_choice(box_format, ("auto", "norm1", "norm1000", "pixel"), "--box-format"),
             view_max_side=view_max_side,
+            request_timeout=_positive_timeout(request_timeout),
+            exact_preprocessing=exact_preprocessing,
         )
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
         live = err if as_json else out
@@ -117,7 +150,7 @@ def ask(
 
 
 def _run(
-    image: Path,
+    image: str,
     question: str,
     options: list[str] | None,
     context: ZoomContext,
@@ -129,7 +162,7 @@ def _run(
 
     if isinstance(context.model, str) and context.model.startswith("hf:"):
         err.print(f"[dim]loading {escape(context.model)} (weights load on first use)…[/dim]")
-    inputs: InputState = {"image": str(image), "question": question, "options": options}
+    inputs: InputState = {"image": image, "question": question, "options": options}
 
     def on_thread(thread_id: str) -> None:
         err.print(
@@ -222,6 +255,12 @@ def _choice(value: str, allowed: tuple[str, ...], flag: str) -> Any:
     return value
 
 
+def _positive_timeout(seconds: float) -> float:
+    if not seconds > 0:  # also refuses NaN
+        raise ZoomRefineError(BAD_TIMEOUT.format(value=seconds))
+    return seconds
+
+
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(EXIT_USER_ERROR)
@@ -283,6 +322,9 @@ def eval_command(
     trace_db: Annotated[
         Path | None, typer.Option(help="Also checkpoint every run into this SQLite file.")
     ] = None,
+    request_timeout: RequestTimeout = 120.0,
+    exact_preprocessing: ExactPreprocessing = False,
+    api_key: ApiKey = None,
 ) -> None:
     """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
     from zoom_refine.evals.runner import METHODS, EvalPlan, parse_shard, run_eval
@@ -290,6 +332,7 @@ def eval_command(
     from zoom_refine.evals.scoring import format_table
 
     try:
+        use_api_key(api_key)
         plan = EvalPlan(
             benchmark=_choice(benchmark, BENCHMARKS, "BENCHMARK"),
             data=data,
@@ -309,15 +352,30 @@ def eval_command(
             base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
             max_hops=max_hops,
             max_regions=max_regions,
+            request_timeout=_positive_timeout(request_timeout),
+            exact_preprocessing=exact_preprocessing,
         )
         if not data.exists():
             raise ZoomRefineError(f"dataset not found: {data} (check --data)")
+        _check_dataset(plan)
         summary = _run_with_progress(plan, context, run_eval)
     except ZoomRefineError as error:
         _fail(str(error))
     out_console = Console()
     out_console.print(format_table(summary), markup=False, highlight=False)
     out_console.print(f"predictions: {plan.out / 'predictions.jsonl'}", markup=False)
+
+
+def _check_dataset(plan: Any) -> None:
+    """Refuse an unusable dataset file (wrong format, missing columns, empty) before the progress
+    bar starts, so the error is the only line on stderr. The loader checks the layout when it is
+    called, before yielding; nothing is iterated here."""
+    from zoom_refine.evals.loaders import load_samples
+
+    samples = load_samples(plan.benchmark, plan.data)
+    close = getattr(samples, "close", None)
+    if close is not None:
+        close()
 
 
 def _read_ids(path: Path) -> frozenset[str]:

@@ -1,0 +1,249 @@
+"""Image-pipeline benchmark: CPU time per sample, official-style preprocessing vs ours.
+
+Per sample, both paths prepare the two model calls of Zoom-Refine (localize, then refine with the
+crop) up to the tensors the model consumes, with the real InternVL3 processor (448-px tiles,
+`max_patches` 12) of a tiny local checkpoint; no forward pass is run.
+
+- official-style: each call decodes the image file and hands the full-resolution image to the
+  processor (which resizes it to its tile canvas); the refine call also processes the crop.
+- ours (`zoom_refine` defaults): the file is decoded once; view `img0` is made once, straight at
+  the processor's tile canvas (block-average, then bicubic); the crop is cut from the decoded
+  original at the canvas size of its own; images travel as PNG content blocks, as in the graph,
+  and the local model's processor tiles each image once (the refine call reuses the view's).
+- ours, exact (`exact_preprocessing=True`): full-resolution images, the processor resizes them.
+
+Each repeat uses a freshly generated image (no cache carries over between samples). Prints the
+median CPU and wall time per sample, the ratio ours / official-style, and the mean absolute
+difference (0–255 grey levels) between the tiles the model receives from our view and from the
+official path, for the localize image (tiles and thumbnail) and the crop.
+
+    python benchmarks/image_pipeline.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from langchain_core.messages import AIMessage, HumanMessage
+from PIL import Image, ImageDraw
+from transformers import AutoProcessor
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from tiny_models import build_tiny_internvl3  # noqa: E402
+
+from zoom_refine.agent.context import ZoomContext  # noqa: E402
+from zoom_refine.agent.local_model import LocalVisionChatModel, to_hf_conversation  # noqa: E402
+from zoom_refine.agent.prompts import localize_prompt, refine_prompt  # noqa: E402
+from zoom_refine.graphs.calls import first_look  # noqa: E402
+from zoom_refine.tools.crop_tool import crop_message_content, make_crop  # noqa: E402
+from zoom_refine.tools.encoding import text_content_block  # noqa: E402
+from zoom_refine.tools.images import load_image  # noqa: E402
+
+QUESTION = "Which platform does the train to Geneva leave from?"
+OPTIONS = {"A": "3", "B": "7", "C": "12", "D": "5"}
+BOX = [0.6, 0.6, 0.7, 0.7]
+"""The model's box (0–1 of the whole image), the same in every sample."""
+PADDING = 0.1
+"""The official crop padding: a tenth of the image side on each side."""
+CASES = {"8K JPEG 7680×4320": ((7680, 4320), "JPEG"), "4K PNG 3840×2160": ((3840, 2160), "PNG")}
+MEAN = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+STD = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+
+
+def photo_like(size: tuple[int, int], seed: int) -> Image.Image:
+    """Smooth colour fields, fine grain and small text: compresses and resizes like a photo."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = rng.integers(0, 255, (height // 32, width // 32, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 6, (height, width, 1))
+    image = Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(width * height // 60_000):
+        x, y = int(rng.integers(0, width - 120)), int(rng.integers(0, height - 20))
+        draw.text((x, y), "Platform 7 Geneva", fill=(0, 0, 0))
+    return image
+
+
+def write_image(folder: Path, size: tuple[int, int], file_format: str, seed: int) -> Path:
+    path = folder / f"sample-{seed}.{file_format.lower()}"
+    image = photo_like(size, seed)
+    if file_format == "JPEG":
+        image.save(path, "JPEG", quality=90)
+    else:
+        image.save(path, "PNG")
+    return path
+
+
+def official_crop_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The official crop: the box plus a tenth of the image side each way, clamped."""
+    width, height = size
+    x1, y1, x2, y2 = BOX
+    pad_x, pad_y = PADDING * width, PADDING * height
+    return (
+        max(0, int((x1 * width) - pad_x)),
+        max(0, int((y1 * height) - pad_y)),
+        min(width, int((x2 * width) + pad_x)),
+        min(height, int((y2 * height) + pad_y)),
+    )
+
+
+def user_turn(images: list[Image.Image], text: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
+    return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
+
+
+def official_inputs(processor: Any, conversation: list[dict[str, Any]]) -> Any:
+    """The model inputs of a conversation from a plain transformers processor (no caching)."""
+    return processor.apply_chat_template(
+        conversation,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"images_kwargs": {"max_patches": 12}},
+    )
+
+
+def official_sample(path: Path, processor: Any) -> tuple[Any, Any]:
+    """Both calls' model inputs the official way: decode and process the full image each time."""
+    full = Image.open(path).convert("RGB")
+    first = [user_turn([full], localize_prompt(QUESTION, OPTIONS, "paper"))]
+    localize_inputs = official_inputs(processor, first)
+    full = Image.open(path).convert("RGB")  # the refine call loads the image again
+    crop = full.crop(official_crop_box(full.size))
+    second = [
+        user_turn([full], localize_prompt(QUESTION, OPTIONS, "paper")),
+        {"role": "assistant", "content": [{"type": "text", "text": "Answer: B [0.6,0.6,0.7,0.7]"}]},
+        user_turn([crop], refine_prompt(QUESTION, OPTIONS, "B")),
+    ]
+    return localize_inputs, official_inputs(processor, second)
+
+
+def our_sample(path: Path, context: ZoomContext, model: LocalVisionChatModel) -> tuple[Any, Any]:
+    """Both calls' model inputs through our graph's own functions (one decode, one view)."""
+    backend = model.load()
+    look = first_look(path, context)
+    question = text_content_block(localize_prompt(QUESTION, OPTIONS, "paper"))
+    first = [HumanMessage(content=[look.image_block, question])]
+    localize_inputs = model._prepare_inputs(backend, to_hf_conversation(first))
+    original = load_image(path, max_pixels=context.max_pixels).image  # the crop tool's load
+    crop = make_crop(original, [look.view.to_record()], "img0", BOX, "norm1", context)
+    crop_blocks = crop_message_content(crop, context)[1:]
+    refine = text_content_block(refine_prompt(QUESTION, OPTIONS, "B"))
+    second = [
+        *first,
+        AIMessage(content="Answer: B [0.6,0.6,0.7,0.7]"),
+        HumanMessage(content=[*crop_blocks, refine]),
+    ]
+    return localize_inputs, model._prepare_inputs(backend, to_hf_conversation(second))
+
+
+def measured(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(CPU seconds of all threads, wall seconds, result) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run()
+    return time.process_time() - cpu, time.perf_counter() - wall, result
+
+
+def grey_levels(pixel_values: torch.Tensor) -> np.ndarray:
+    """Processor output (normalized) back to 0–255 grey levels."""
+    array = pixel_values.float().numpy()
+    return np.asarray(array * STD + MEAN) * 255.0
+
+
+def tile_difference(ours: Any, official: Any, tiles: slice) -> float:
+    a = grey_levels(ours["pixel_values"][tiles])
+    b = grey_levels(official["pixel_values"][tiles])
+    if a.shape != b.shape:
+        return float("nan")
+    return float(np.abs(a - b).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: CPU time is work done, not spinning on a busy machine)",
+    )
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = build_tiny_internvl3(Path(folder) / "tiny-internvl3")
+        model = LocalVisionChatModel(model_path=str(checkpoint), max_patches=12)
+        model.load()
+        processor = AutoProcessor.from_pretrained(checkpoint)
+        ours = ZoomContext(model=model)
+        exact = ZoomContext(model=model, exact_preprocessing=True)
+        print(
+            f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+        )
+        print(f"median of {args.repeats} samples, each a new image; InternVL3 processor, 12 tiles")
+        print()
+        header = f"{'image':<19} {'path':<15} {'CPU s':>7} {'wall s':>7} {'CPU ratio':>9}"
+        print(header)
+        print("-" * len(header))
+        for case, (size, file_format) in CASES.items():
+            paths = [
+                write_image(Path(folder), size, file_format, seed) for seed in range(args.repeats)
+            ]
+            runs: dict[str, list[tuple[float, float]]] = {"official": [], "ours": [], "exact": []}
+            last: dict[str, Any] = {}
+            for path in paths:
+                for name, run in (
+                    ("official", lambda p=path: official_sample(p, processor)),
+                    ("ours", lambda p=path: our_sample(p, ours, model)),
+                    ("exact", lambda p=path: our_sample(p, exact, model)),
+                ):
+                    cpu, wall, last[name] = measured(run)
+                    runs[name].append((cpu, wall))
+            base = statistics.median(cpu for cpu, _ in runs["official"])
+            for name, label in (
+                ("official", "official-style"),
+                ("ours", "ours"),
+                ("exact", "ours, exact"),
+            ):
+                cpu = statistics.median(c for c, _ in runs[name])
+                wall = statistics.median(w for _, w in runs[name])
+                print(f"{case:<19} {label:<15} {cpu:7.3f} {wall:7.3f} {cpu / base:9.2f}")
+            report_differences(case, last)
+            print()
+
+
+def report_differences(case: str, last: dict[str, Any]) -> None:
+    """Mean absolute grey-level difference of the model's tiles, ours vs official, last sample."""
+    official_first, official_second = last["official"]
+    ours_first, ours_second = last["ours"]
+    exact_first, exact_second = last["exact"]
+    tiles = int(official_first["pixel_values"].shape[0])
+    crop_tiles = slice(
+        tiles, None
+    )  # the refine call holds the first image's tiles, then the crop's
+    print(
+        f"{case:<19} tiles vs official, mean |Δ| (0–255): "
+        f"view {tile_difference(ours_first, official_first, slice(0, tiles - 1)):.3f}, "
+        f"thumbnail {tile_difference(ours_first, official_first, slice(tiles - 1, tiles)):.3f}, "
+        f"crop {tile_difference(ours_second, official_second, crop_tiles):.3f}; "
+        f"exact: view {tile_difference(exact_first, official_first, slice(None)):.3f}, "
+        f"crop {tile_difference(exact_second, official_second, crop_tiles):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
