@@ -39,7 +39,7 @@ RESULT_MARK = {
 def run_marked_tests(results: Path) -> int:
     """Run every `reliability` test (slow ones too); the exit code of pytest."""
     command = [sys.executable, "-m", "pytest", "-m", "reliability", "-q", "-p", "no:cacheprovider"]
-    command += ["--reliability-json", str(results)]
+    command.append(f"--reliability-json={results}")
     return subprocess.run(command, cwd=ROOT, check=False).returncode
 
 

@@ -80,12 +80,14 @@ def test_a_box_on_an_exif_rotated_jpeg_lands_on_the_image_as_shown(tmp_path: Pat
     [
         pytest.param(
             (1, 1),
+            id="1x1",
             marks=pytest.mark.reliability(
                 "Images", "1×1 image", "runs end to end; the crop is the whole 1×1 image"
             ),
         ),
         pytest.param(
             (1, 5000),
+            id="1x5000",
             marks=pytest.mark.reliability(
                 "Images",
                 "1×5000 image",
@@ -136,6 +138,7 @@ def test_a_cmyk_jpeg_reaches_the_model_as_rgb() -> None:
         pytest.param(
             lambda p: p.write_bytes(b""),
             "image is empty (0 bytes)",
+            id="empty",
             marks=pytest.mark.reliability(
                 "Images", "0-byte file (CLI)", "one line: 'image is empty (0 bytes)'; exit 2"
             ),
@@ -143,6 +146,7 @@ def test_a_cmyk_jpeg_reaches_the_model_as_rgb() -> None:
         pytest.param(
             lambda p: p.write_text("not a picture\n" * 20),
             "not a readable image",
+            id="text-as-jpg",
             marks=pytest.mark.reliability(
                 "Images", "text file named .jpg (CLI)", "one line: 'not a readable image'; exit 2"
             ),

@@ -461,7 +461,7 @@ def test_one_by_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.reliability("Images", "1×5000 and 5000×1 PNG", "load as RGB, pixels in place")
-@pytest.mark.parametrize("size", [(1, 5000), (5000, 1)])
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1)], ids=["1x5000", "5000x1"])
 def test_one_pixel_wide_strips(size: tuple[int, int]) -> None:
     image = Image.new("L", size, 0)
     image.putpixel((size[0] - 1, size[1] - 1), 255)

@@ -24,7 +24,7 @@ from reliability_report import render  # noqa: E402
 def collected_cases(tmp_path: Path) -> list[dict[str, str]]:
     results = tmp_path / "cases.json"
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "reliability"]
-    command += ["-p", "no:cacheprovider", "--reliability-json", str(results)]
+    command += ["-p", "no:cacheprovider", f"--reliability-json={results}"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     cases: list[dict[str, str]] = json.loads(results.read_text())

@@ -140,12 +140,12 @@ def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes]) -> 
 def test_server_killed_mid_run_then_retry_errors_on_a_restarted_server(
     tmp_path: Path, trained_internvl_path: Path
 ) -> None:
-    count = 8  # 2 done before the kill, 4 in flight, 2 not started yet: errors are certain
+    count = 24  # 2 done before the kill, up to 8 in flight, the rest not started: errors certain
     data = square_rows_tsv(tmp_path / "data", count)
     out = tmp_path / "run"
     log_path = tmp_path / "first-run.log"
     with start_server(trained_internvl_path) as server, log_path.open("w") as log:
-        args = eval_args(data, out, trained_internvl_path, server.base_url, "--concurrency", "4")
+        args = eval_args(data, out, trained_internvl_path, server.base_url, "--concurrency", "8")
         process = subprocess.Popen([str(ZOOM_REFINE), *args], stdout=log, stderr=log)
         try:
             wait_for_lines(out / "predictions.jsonl", 2, process)
@@ -176,7 +176,7 @@ def test_server_killed_mid_run_then_retry_errors_on_a_restarted_server(
 
     with start_server(trained_internvl_path) as restarted:  # same model dir, a new port
         recover(
-            eval_args(data, out, trained_internvl_path, restarted.base_url, "--concurrency", "4")
+            eval_args(data, out, trained_internvl_path, restarted.base_url, "--concurrency", "8")
         )
     after = lines(out)
     assert_each_id_once(after, count)
