@@ -7,7 +7,7 @@ crop) up to the tensors the model consumes, with the real InternVL3 processor (4
 - official-style: each call decodes the image file and hands the full-resolution image to the
   processor (which resizes it to its tile canvas); the refine call also processes the crop.
 - ours (`zoom_refine` defaults): the file is decoded once; view `img0` is made once, straight at
-  the processor's tile canvas (block-average, then bicubic); the crop is cut from the decoded
+  the processor's tile canvas (torchvision's antialiased bicubic, as the processor); the crop is cut from the decoded
   original at the canvas size of its own; images travel as PNG content blocks, as in the graph,
   and the local model's processor tiles each image once (the refine call reuses the view's).
 - ours, exact (`exact_preprocessing=True`): full-resolution images, the processor resizes them.

@@ -46,8 +46,9 @@ class ImageSettings:
     """Reproduce the official pixels: send the whole image and every crop at full resolution and
     let the model's processor resize them, as the paper's code does (`view_max_side` is then
     ignored). Off (the default), views are made here, once, straight at the size the processor
-    would resize them to (see `shown_size`): the same tiles within about half a grey level, in a
-    fraction of the CPU time on 8K images (`benchmarks/image_pipeline.py`)."""
+    would resize them to (see `shown_size`): the same tiles (only the thumbnail differs, by a
+    fraction of a grey level) in under a third of the CPU time on 8K images
+    (`benchmarks/image_pipeline.py`)."""
 
     def shown_size(self, region_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) in pixels at which a region of `region_size` original pixels is sent.

@@ -2,13 +2,15 @@
 
 A view never carries more pixels than the model will use: it is the region resized (never
 enlarged) so that its longest side is at most `max_side`, or straight to the size the model's
-processor would resize it to (`ImageSettings.shown_size`). Downsampling first averages whole
-pixel blocks (`Image.reduce`, cheap) and then resamples bicubically, instead of one bicubic pass
-over a 33-megapixel original: several times faster, and within about half a grey level of it.
+processor would resize it to (`ImageSettings.shown_size`). Resizing uses torchvision's
+antialiased bicubic on uint8 pixels, the very operation transformers' image processors apply
+(so a view made at the processor's size is the image the processor would have made), and 2–5×
+faster than Pillow's bicubic on 4K–8K images (`benchmarks/image_pipeline.py`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +21,6 @@ from typing_extensions import TypedDict
 from zoom_refine.tools.boxes import Box
 
 RESAMPLE = Image.Resampling.BICUBIC
-REDUCING_GAP = 1.5
-"""Pillow's `reducing_gap`: block-average down to at most 1.5× the target size, then bicubic.
-Measured on an 8K photo-like JPEG (`benchmarks/image_pipeline.py`): 0.42 mean absolute difference
-(0–255) from a single bicubic pass, in under half its time; 3.0 would be exact and no faster."""
 
 
 class ViewRecord(TypedDict):
@@ -83,7 +81,24 @@ def render_view(
 
 
 def downsample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`image` resized to `size` (width, height): block-average first, then bicubic."""
+    """`image` resized to `size` (width, height) with antialiased bicubic resampling."""
     if size == image.size:
         return image
-    return image.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
+    if image.mode != "RGB":
+        return image.resize(size, RESAMPLE)
+    import numpy as np
+    import torch
+    from torchvision.transforms.v2 import functional
+
+    # HWC pixels viewed as CHW without a copy (the uint8 kernel works on this layout directly);
+    # the view is read-only, which torch warns about, and is only ever read.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+    resized = functional.resize(
+        pixels,
+        [size[1], size[0]],
+        interpolation=functional.InterpolationMode.BICUBIC,
+        antialias=True,
+    )
+    return Image.fromarray(resized.permute(1, 2, 0).contiguous().numpy())
