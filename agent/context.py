@@ -11,7 +11,7 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from zoom_refine.agent.families import server_input_size
+from zoom_refine.agent.families import processor_input_size
 from zoom_refine.agent.prompts import PromptStyle
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.settings import ImageSettings
@@ -144,14 +144,12 @@ class ZoomContext(ImageSettings):
         with a `server_tile_budget`, `qwen_min_pixels`/`qwen_max_pixels`)."""
         from zoom_refine.agent.local_model import LocalVisionChatModel
 
-        if self.exact_preprocessing:
-            return None
         model = self.chat_model() if _is_in_process(self.model) else None
         if isinstance(model, LocalVisionChatModel):
             return model.input_size(region_size)
         if self.model_family == "auto":
             return None
-        return server_input_size(
+        return processor_input_size(
             self.model_family,
             region_size,
             max_patches=self.max_patches if self.server_tile_budget != "none" else None,

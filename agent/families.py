@@ -100,19 +100,28 @@ def stable_input_size(
     return target if resize(target) == target else None
 
 
-def server_input_size(
+def processor_input_size(
     family: Family,
     size: tuple[int, int],
     *,
     max_patches: int | None,
     qwen_min_pixels: int,
     qwen_max_pixels: int,
+    min_patches: int = 1,
+    tile: int = INTERNVL_TILE,
 ) -> tuple[int, int] | None:
-    """The size a server's processor resizes an image of `size` to, for the families whose rule
-    and settings we know (InternVL with a known tile budget, Qwen2.5-VL); else None."""
+    """(width, height) a processor resizes an image of `size` to, for the families whose rule we
+    know (InternVL with a known tile budget, Qwen2.5-VL), when that size is stable (see
+    `stable_input_size`); else None. The settings are the processor's: read from a local one,
+    or those a server is sent or documented to use."""
     if family == "internvl" and max_patches is not None:
         budget = max_patches
-        return stable_input_size(lambda s: internvl_canvas_size(s, max_patches=budget), size)
+        return stable_input_size(
+            lambda s: internvl_canvas_size(
+                s, max_patches=budget, min_patches=min_patches, tile=tile
+            ),
+            size,
+        )
     if family == "qwen2_5_vl":
         return stable_input_size(
             lambda s: qwen_resized_size(s, min_pixels=qwen_min_pixels, max_pixels=qwen_max_pixels),

@@ -29,12 +29,7 @@ from PIL import Image
 from pydantic import field_validator
 
 from zoom_refine.agent.batching import MicroBatcher
-from zoom_refine.agent.families import (
-    family_from_model_type,
-    internvl_canvas_size,
-    qwen_resized_size,
-    stable_input_size,
-)
+from zoom_refine.agent.families import family_from_model_type, processor_input_size
 from zoom_refine.agent.generation import (
     Generation,
     GenerationRequest,
@@ -233,17 +228,22 @@ class LocalVisionChatModel(BaseChatModel):
         family = family_from_model_type(getattr(backend.model.config, "model_type", None))
         processor: Any = getattr(backend.processor, "image_processor", None)
         if family == "internvl" and getattr(processor, "crop_to_patches", False):
-            tile = int(processor.size.height)
-            budget = self.max_patches or int(processor.max_patches)
-            low = int(processor.min_patches)
-            return stable_input_size(
-                lambda s: internvl_canvas_size(s, max_patches=budget, min_patches=low, tile=tile),
+            return processor_input_size(
+                family,
                 size,
+                max_patches=self.max_patches or int(processor.max_patches),
+                min_patches=int(processor.min_patches),
+                tile=int(processor.size.height),
+                qwen_min_pixels=0,
+                qwen_max_pixels=0,
             )
         if family == "qwen2_5_vl" and processor is not None:
-            low, high = int(processor.size.shortest_edge), int(processor.size.longest_edge)
-            return stable_input_size(
-                lambda s: qwen_resized_size(s, min_pixels=low, max_pixels=high), size
+            return processor_input_size(
+                family,
+                size,
+                max_patches=None,
+                qwen_min_pixels=int(processor.size.shortest_edge),
+                qwen_max_pixels=int(processor.size.longest_edge),
             )
         return None
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoProcessor
 
 from zoom_refine.agent.context import ZoomContext
-from zoom_refine.agent.families import internvl_canvas_size, server_input_size
+from zoom_refine.agent.families import internvl_canvas_size, processor_input_size
 from zoom_refine.agent.image_cache import CachingImageProcessor
 from zoom_refine.agent.local_model import LocalVisionChatModel, to_hf_conversation
 from zoom_refine.graphs.calls import first_look
@@ -155,16 +155,19 @@ def test_internvl_sizes_keep_the_tile_grid_of_the_original(
     processor = AutoProcessor.from_pretrained(tiny_internvl_path).image_processor
     rng = np.random.default_rng(max_patches)
     kwargs = {"max_patches": max_patches}
+    presized = 0
     for _ in range(300):
         size = (int(rng.integers(200, 12000)), int(rng.integers(200, 12000)))
-        target = server_input_size(
+        target = processor_input_size(
             "internvl", size, max_patches=max_patches, qwen_min_pixels=0, qwen_max_pixels=0
         )
         if target is None:
-            continue
+            continue  # not a stable size: the view is left to the processor
+        presized += 1
         original_tiles = processor.get_number_of_image_patches(size[1], size[0], kwargs)
         presized_tiles = processor.get_number_of_image_patches(target[1], target[0], kwargs)
         assert presized_tiles == original_tiles, (size, target)
+    assert presized >= 270  # nearly every shape gets a stable canvas: the check is not vacuous
 
 
 @pytest.mark.slow
