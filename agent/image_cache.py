@@ -12,14 +12,13 @@ called as it is.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 from PIL import Image
 
 from zoom_refine.agent.prefix_cache import image_fingerprint
+from zoom_refine.tools.lru import LruMap
 
 CACHED_IMAGES = 8
 """Images whose tiles are kept: a 12-tile InternVL image is ~22 MB of float32 tiles."""
@@ -32,9 +31,7 @@ class CachingImageProcessor:
 
     def __init__(self, processor: Any, capacity: int = CACHED_IMAGES) -> None:
         self.wrapped = processor
-        self.capacity = capacity
-        self.tiles: OrderedDict[Hashable, Any] = OrderedDict()
-        self.lock = threading.Lock()
+        self.tiles: LruMap[Hashable, Any] = LruMap(capacity)
         self.hits = 0
         """Images served from the cache so far (for tests and benchmarks)."""
 
@@ -50,13 +47,15 @@ class CachingImageProcessor:
 
         options = repr(sorted(kwargs.items()))
         keys: list[Hashable] = [(_pixels_key(image), options) for image in batch]
-        with self.lock:
-            known: dict[Hashable, Any] = {k: self.tiles[k] for k in keys if k in self.tiles}
+        known: dict[Hashable, Any] = {}
+        for key in keys:
+            tiles = self.tiles.get(key)
+            if tiles is not None:
+                known[key] = tiles
         new = {key: image for key, image in zip(keys, batch, strict=True) if key not in known}
         if new:
             known.update(self._process(list(new), list(new.values()), kwargs))
-        with self.lock:
-            self.hits += sum(1 for key in keys if key not in new)
+        self.hits += sum(1 for key in keys if key not in new)
         per_image = [known[key] for key in keys]
         return BatchFeature(
             data={
@@ -75,12 +74,8 @@ class CachingImageProcessor:
         output = self.wrapped(images, **{**kwargs, "return_tensors": "pt"})
         counts = [int(n) for n in output["num_patches"]]
         tiles = dict(zip(keys, torch.split(output["pixel_values"], counts), strict=True))
-        with self.lock:
-            for key, value in tiles.items():
-                self.tiles[key] = value
-                self.tiles.move_to_end(key)
-            while len(self.tiles) > self.capacity:
-                self.tiles.popitem(last=False)
+        for key, value in tiles.items():
+            self.tiles.put(key, value)
         return tiles
 
 

@@ -240,3 +240,15 @@ def test_downsample_is_antialiased_bicubic() -> None:
     assert downsample(image, image.size) is image
     grey = Image.new("L", (40, 20), 128)
     assert downsample(grey, (20, 10)).mode == "L"  # other modes: Pillow resizes them
+
+
+def test_the_lru_map_forgets_the_least_recently_used() -> None:
+    from zoom_refine.tools.lru import LruMap
+
+    lru: LruMap[str, int] = LruMap(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1  # "a" is now the most recently used
+    lru.put("c", 3)
+    assert lru.get("b") is None and lru.get("a") == 1 and lru.get("c") == 3
+    assert len(lru) == 2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-from collections import OrderedDict
 from typing import Any, Literal
 
 from PIL import Image
+
+from zoom_refine.tools.lru import LruMap
 
 ImageFormat = Literal["png", "jpeg", "bmp"]
 """`png` lossless and compressed; `jpeg` lossy and small (for requests over a network); `bmp`
@@ -37,7 +37,7 @@ def image_content_block(
     """A LangChain standard image block: `{"type": "image", "base64": …, "mime_type": …}`."""
     data = base64.b64encode(encode_image(image, image_format, quality)).decode("ascii")
     if image_format in ("png", "bmp") and image.mode == "RGB":
-        _recent_lossless.remember(data, image)
+        _recent_lossless.put(data, image)
     return {"type": "image", "base64": data, "mime_type": f"image/{image_format}"}
 
 
@@ -47,30 +47,7 @@ def recently_encoded(data: str) -> Image.Image | None:
     return _recent_lossless.get(data)
 
 
-class _RecentImages:
-    """A small thread-safe LRU map from base64 data to the image it encodes."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.items: OrderedDict[str, Image.Image] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def remember(self, data: str, image: Image.Image) -> None:
-        with self.lock:
-            self.items[data] = image
-            self.items.move_to_end(data)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-    def get(self, data: str) -> Image.Image | None:
-        with self.lock:
-            image = self.items.get(data)
-            if image is not None:
-                self.items.move_to_end(data)
-            return image
-
-
-_recent_lossless = _RecentImages(RECENT_LOSSLESS)
+_recent_lossless: LruMap[str, Image.Image] = LruMap(RECENT_LOSSLESS)
 
 
 def text_content_block(text: str) -> dict[str, Any]:

@@ -111,17 +111,24 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 @functools.lru_cache(maxsize=CACHED_IMAGES)
 def _load_file(path: str, mtime_ns: int, size: int, max_pixels: int) -> LoadedImage:
-    # (mtime_ns, size) key the cache: a file rewritten in place is read again.
-    return decode_image_bytes(read_source_bytes(path), name=path, max_pixels=max_pixels)
+    # (mtime_ns, size) key the cache: a file rewritten in place is read again. The bytes are not
+    # kept (only bytes inputs are cached by content, in `_decode_cached`).
+    data = read_source_bytes(path)
+    digest = _sha256_of(data, path)
+    return LoadedImage(image=_open_checked(data, path, max_pixels), sha256=digest, name=path)
 
 
 def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImage:
     """Decode encoded bytes (see load_image); cached by content so a sample decodes once."""
-    if not data:
-        raise ImageLoadError(EMPTY_FILE.format(name=name))
-    digest = hashlib.sha256(data).hexdigest()
+    digest = _sha256_of(data, name)
     image = _decode_cached(digest, data, name, max_pixels)
     return LoadedImage(image=image, sha256=digest, name=name)
+
+
+def _sha256_of(data: bytes, name: str) -> str:
+    if not data:
+        raise ImageLoadError(EMPTY_FILE.format(name=name))
+    return hashlib.sha256(data).hexdigest()
 
 
 @functools.lru_cache(maxsize=CACHED_IMAGES)
