@@ -107,3 +107,28 @@ class RuleVisionModel(BaseChatModel):
             usage_metadata={"input_tokens": 50, "output_tokens": 5, "total_tokens": 55},
         )
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+class ScriptedToolCallingModel(BaseChatModel):
+    """Replays `replies` (AIMessages, some with `tool_calls`); records every request."""
+
+    replies: list[AIMessage]
+    requests: list[list[BaseMessage]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-tool-calling"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCallingModel:  # type: ignore[override]
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.requests.append(list(messages))
+        reply = self.replies[len(self.requests) - 1]
+        return ChatResult(generations=[ChatGeneration(message=reply)])

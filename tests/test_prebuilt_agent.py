@@ -8,46 +8,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from fakes import images_in, texts_in
+from fakes import ScriptedToolCallingModel, images_in, texts_in
 from langchain.agents import AgentState, create_agent
 from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
-from pydantic import Field
 from typing_extensions import NotRequired
 
 from zoom_refine import crop_tool
 from zoom_refine.agent.tool_images import MOVED_NOTE, move_tool_images_to_user
 
 RED_BOX = (1200, 600, 1400, 800)  # in original pixels of the 1600×1000 test image
-
-
-class ScriptedToolCallingModel(BaseChatModel):
-    """Replays `replies` (AIMessages, some with `tool_calls`); records every request."""
-
-    replies: list[AIMessage]
-    requests: list[list[BaseMessage]] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted-tool-calling"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCallingModel:  # type: ignore[override]
-        return self
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.requests.append(list(messages))
-        reply = self.replies[len(self.requests) - 1]
-        return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
 class ImageAgentState(AgentState):  # type: ignore[type-arg]

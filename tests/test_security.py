@@ -26,11 +26,9 @@ from typing import Annotated, Any
 import dataset_fixtures as fixtures
 import pytest
 from dataset_fixtures import HR_HEADER, MME_LITE_HEADER, b64, jpeg_bytes, write_tsv
-from fakes import RuleVisionModel, ScriptedVisionModel
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from fakes import RuleVisionModel, ScriptedToolCallingModel, ScriptedVisionModel
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
@@ -292,28 +290,6 @@ def test_dataset_paths_never_leave_the_root(
 # --- model output --------------------------------------------------------------------------------
 
 
-class BlockReplyModel(BaseChatModel):
-    """Replies with fixed AIMessages (content blocks, tool calls), in order."""
-
-    replies: list[AIMessage]
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "block-replies"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        reply = self.replies[self.calls]
-        self.calls += 1
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-
 def scene(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "scene.png"
@@ -386,7 +362,7 @@ def test_image_blocks_and_tool_calls_in_a_reply_are_never_opened(tmp_path: Path)
             {"name": "crop", "args": {"image_id": TRAVERSAL, "box": [0, 0, 1, 1]}, "id": "x"}
         ],
     )
-    result, audit = run_graph_watched(image, BlockReplyModel(replies=[reply]))
+    result, audit = run_graph_watched(image, ScriptedToolCallingModel(replies=[reply]))
     assert outside(audit, [image.parent]) == []
     assert result["stop_reason"] == "no_box" and result["answer"] == "A"
 
