@@ -116,18 +116,18 @@ def ask(
 ) -> None:
     """Answer QUESTION about IMAGE: localize, crop at full resolution, refine."""
     try:
-        use_api_key(api_key)
-        context = ZoomContext(
-            model=model,
-            base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
+        context = _context(
+            model,
+            base_url,
+            api_key,
+            request_timeout,
             max_hops=max_hops,
             max_regions=max_regions,
+            exact_preprocessing=exact_preprocessing,
             confidence_threshold=confidence_threshold,
             prompt_style=_choice(prompt_style, ("paper", "internvl"), "--prompt-style"),
             box_format=_choice(box_format, ("auto", "norm1", "norm1000", "pixel"), "--box-format"),
             view_max_side=view_max_side,
-            request_timeout=_positive_timeout(request_timeout),
-            exact_preprocessing=exact_preprocessing,
         )
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
         live = err if as_json else out
@@ -255,6 +255,21 @@ def _choice(value: str, allowed: tuple[str, ...], flag: str) -> Any:
     return value
 
 
+def _context(
+    model: str, base_url: str | None, api_key: str | None, request_timeout: float, **settings: Any
+) -> ZoomContext:
+    """The run's context from the options `ask` and `eval` share: the server URL (else
+    $ZOOM_REFINE_BASE_URL), the API key (put where `openai:` models read it, never into the
+    context), a positive request timeout; `settings` are the other context fields."""
+    use_api_key(api_key)
+    return ZoomContext(
+        model=model,
+        base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
+        request_timeout=_positive_timeout(request_timeout),
+        **settings,
+    )
+
+
 def _positive_timeout(seconds: float) -> float:
     if not seconds > 0:  # also refuses NaN
         raise ZoomRefineError(BAD_TIMEOUT.format(value=seconds))
@@ -332,7 +347,6 @@ def eval_command(
     from zoom_refine.evals.scoring import format_table
 
     try:
-        use_api_key(api_key)
         plan = EvalPlan(
             benchmark=_choice(benchmark, BENCHMARKS, "BENCHMARK"),
             data=data,
@@ -347,12 +361,13 @@ def eval_command(
             extractor=_choice(extractor, ("strict", "official"), "--extractor"),
             trace_db=trace_db,
         )
-        context = ZoomContext(
-            model=model,
-            base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
+        context = _context(
+            model,
+            base_url,
+            api_key,
+            request_timeout,
             max_hops=max_hops,
             max_regions=max_regions,
-            request_timeout=_positive_timeout(request_timeout),
             exact_preprocessing=exact_preprocessing,
         )
         if not data.exists():
