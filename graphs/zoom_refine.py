@@ -164,6 +164,10 @@ def _read_box(
     family: Family,
     context: ZoomContext,
 ) -> _BoxRead:
+    """Read one box the model drew on `view`: `box` is its raw numbers, in the frame
+    `_accept_box` decides (0–1, 0–1000, or pixels of the processor's resized view). The crop
+    tool gets them in that frame, or in 0–1 of the view for pixel boxes; `pixels` is the region
+    in original pixels."""
     frame, rejection = _accept_box(box, expected, context)
     if frame is None:
         return _BoxRead(box=box, frame=None, note=rejection)

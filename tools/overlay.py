@@ -79,7 +79,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def hop_boxes(views: Sequence[Mapping[str, Any]]) -> list[list[int]]:
-    """The boxes of the crops (every view after `img0`), in the order they were made."""
+    """The boxes of the crops (every view after `img0`), in original pixels, in the order made."""
     return [list(view["box"]) for view in views[1:]]
 
 
