@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 from langchain_core.messages import AIMessage, HumanMessage
-from PIL import Image, ImageDraw
+from PIL import Image
 from transformers import AutoProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from dataset_fixtures import photo_like  # noqa: E402
 from tiny_models import build_tiny_internvl3  # noqa: E402
 
 from zoom_refine.agent.context import ZoomContext  # noqa: E402
@@ -60,21 +61,6 @@ PADDING = 0.1
 CASES = {"8K JPEG 7680×4320": ((7680, 4320), "JPEG"), "4K PNG 3840×2160": ((3840, 2160), "PNG")}
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
 STD = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
-
-
-def photo_like(size: tuple[int, int], seed: int) -> Image.Image:
-    """Smooth colour fields, fine grain and small text: compresses and resizes like a photo."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    coarse = rng.integers(0, 255, (height // 32, width // 32, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
-    grain = rng.normal(0, 6, (height, width, 1))
-    image = Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(width * height // 60_000):
-        x, y = int(rng.integers(0, width - 120)), int(rng.integers(0, height - 20))
-        draw.text((x, y), "Platform 7 Geneva", fill=(0, 0, 0))
-    return image
 
 
 def write_image(folder: Path, size: tuple[int, int], file_format: str, seed: int) -> Path:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageDraw
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -39,6 +40,21 @@ def jpeg_bytes(color: str, size: tuple[int, int] = (32, 24)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, COLORS[color]).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def photo_like(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Smooth colour fields, fine grain and small text: compresses and resizes like a photo."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = rng.integers(0, 255, (height // 32 + 1, width // 32 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 6, (height, width, 1))
+    image = Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(max(1, width * height // 60_000)):
+        x, y = int(rng.integers(0, max(1, width - 120))), int(rng.integers(0, max(1, height - 20)))
+        draw.text((x, y), "Platform 7 Geneva", fill=(0, 0, 0))
+    return image
 
 
 def b64(data: bytes) -> str:

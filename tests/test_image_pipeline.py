@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import photo_like
 from langchain_core.messages import HumanMessage
-from PIL import Image, ImageDraw
+from PIL import Image
 from transformers import AutoProcessor
 
 from zoom_refine.agent.context import ZoomContext
@@ -32,20 +33,6 @@ from zoom_refine.tools.views import downsample
 
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
 STD = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
-
-
-def photo_like(size: tuple[int, int], seed: int = 0) -> Image.Image:
-    """Smooth colour fields with grain and text: resizes like a photograph."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    coarse = rng.integers(0, 255, (height // 24 + 1, width // 24 + 1, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
-    grain = rng.normal(0, 5, (height, width, 1))
-    image = Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for index in range(40):
-        draw.text((index * 53 % (width - 80), index * 97 % (height - 12)), "Gate 7", fill=0)
-    return image
 
 
 @pytest.fixture(scope="module")
