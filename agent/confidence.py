@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+from zoom_refine.agent.parsing import find_choice, parse_confidence
+
+ConfidenceSource = Literal["verbal", "token"]
 
 
 def token_at(
@@ -39,3 +43,17 @@ def letter_probability(text: str, offset: int, logprobs: Any) -> float | None:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return min(1.0, math.exp(value))
+
+
+def answer_confidence(
+    text: str, options: Mapping[str, str] | None, logprobs: Any, *, by_token: bool
+) -> tuple[float | None, ConfidenceSource]:
+    """The confidence (0–1) of a rechecked answer and where it came from: the answer letter's
+    token probability when asked for (`by_token`) and available, else the value the model
+    stated (`parse_confidence`; None when it stated none)."""
+    if by_token and options and logprobs:
+        found = find_choice(text, options, rechecked=True)
+        probability = letter_probability(text, found[1], logprobs) if found else None
+        if probability is not None:
+            return probability, "token"
+    return parse_confidence(text), "verbal"

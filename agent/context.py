@@ -7,7 +7,7 @@ what a caller set here; the CLI reads the environment and fills these fields exp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
@@ -99,7 +99,7 @@ class ZoomContext(ImageSettings):
 
     request_timeout: float = 120.0
     """Seconds before a request to a server (`openai:` specs) times out; the graph then retries
-    transient failures (see `graphs.zoom_refine.MODEL_RETRY`)."""
+    transient failures (see `graphs.calls.MODEL_RETRY`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,32 +122,31 @@ class ZoomContext(ImageSettings):
                 f"confidence_threshold must be within 0..1, got {self.confidence_threshold}"
             )
 
-    def chat_model(self) -> BaseChatModel:
-        """The model object, or the process-wide cached model its spec names."""
-        if isinstance(self.model, BaseChatModel):
-            return self.model
-        from zoom_refine.agent.models import load_chat_model
-
-        return load_chat_model(
-            self.model,
-            base_url=self.base_url,
-            max_new_tokens=self.max_new_tokens,
-            max_patches=self.max_patches,
-            request_timeout=self.request_timeout,
-            server_tile_budget=self.server_tile_budget,
-        )
+    def model_settings(self) -> dict[str, Any]:
+        """What `agent.models.load_chat_model` takes besides a spec: the model's own settings."""
+        return {
+            "base_url": self.base_url,
+            "max_new_tokens": self.max_new_tokens,
+            "max_patches": self.max_patches,
+            "request_timeout": self.request_timeout,
+            "server_tile_budget": self.server_tile_budget,
+        }
 
     def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
         """The size the model's processor resizes an image of `region_size` to (see
-        `ImageSettings.shown_size`): asked of an in-process model (loading it if need be); for a
+        `ImageSettings.shown_size`). Loads nothing: an in-process model answers once it has been
+        resolved and loaded (`graphs.calls.resolve_model`, before any view is made); for a
         server, derived from `model_family` and the settings we send or document (`max_patches`
         with a `server_tile_budget`, `qwen_min_pixels`/`qwen_max_pixels`)."""
-        from zoom_refine.agent.local_model import LocalVisionChatModel
+        from zoom_refine.agent.local.model import LocalVisionChatModel
+        from zoom_refine.agent.models import loaded_chat_model
 
-        model = self.chat_model() if _is_in_process(self.model) else None
+        model = self.model
+        if isinstance(model, str) and _is_in_process(model):
+            model = loaded_chat_model(model, **self.model_settings()) or model
         if isinstance(model, LocalVisionChatModel):
-            return model.input_size(region_size)
-        if self.model_family == "auto":
+            return model.input_size(region_size, load=False)
+        if self.model_family == "auto" or _is_in_process(model):
             return None
         return processor_input_size(
             self.model_family,
@@ -157,6 +156,13 @@ class ZoomContext(ImageSettings):
             qwen_max_pixels=self.qwen_max_pixels,
         )
 
+    def stop_reason(self, confidence: float | None, hop: int) -> str | None:
+        """After refining on hop `hop`: None to zoom again, else why to stop (`confident`:
+        no stated confidence counts as sure; `max_hops`)."""
+        if confidence is None or confidence >= self.confidence_threshold:
+            return "confident"
+        return "max_hops" if hop >= self.max_hops else None
+
     @property
     def recursion_limit(self) -> int:
         """A LangGraph recursion limit that admits `max_hops` zooms and nothing more."""
@@ -165,7 +171,7 @@ class ZoomContext(ImageSettings):
 
 def _is_in_process(model: str | BaseChatModel) -> bool:
     """Our local backend takes images in memory (no request body to keep small): lossless BMP."""
-    from zoom_refine.agent.local_model import LocalVisionChatModel
+    from zoom_refine.agent.local.model import LocalVisionChatModel
 
     if isinstance(model, str):
         return model.startswith("hf:")

@@ -13,6 +13,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from zoom_refine.tools.views import View
+
 
 def to_model_messages(log: Sequence[BaseMessage]) -> list[BaseMessage]:
     """Plain user / assistant turns: tool calls dropped, tool results become user images."""
@@ -27,6 +29,28 @@ def to_model_messages(log: Sequence[BaseMessage]) -> list[BaseMessage]:
         else:
             turns.append(message)
     return turns
+
+
+def last_tool_results(log: Sequence[BaseMessage]) -> list[ToolMessage]:
+    """The ToolMessages after the last AI message (every crop of this hop), in call order."""
+    results: list[ToolMessage] = []
+    for message in reversed(log):
+        if not isinstance(message, ToolMessage):
+            break
+        results.append(message)
+    return results[::-1]
+
+
+def crop_results(results: Sequence[ToolMessage]) -> tuple[list[View], list[str]]:
+    """The views the crop tool made, in call order, and why each other call failed (its error
+    text); a hop whose every call failed with no message at all says "no crop result"."""
+    made = [View.from_record(r.artifact["view"]) for r in results if _is_crop(r)]
+    failed = [str(r.content) for r in results if not _is_crop(r)]
+    return made, failed if results else ["no crop result"]
+
+
+def _is_crop(result: ToolMessage) -> bool:
+    return result.status != "error" and bool(result.artifact)
 
 
 def _append_user_blocks(turns: list[BaseMessage], blocks: list[dict[str, Any]]) -> None:

@@ -16,10 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from langchain_core.language_models import BaseChatModel
-
-from zoom_refine.tools.boxes import BoxFrame
-
 Family = Literal["internvl", "qwen2_5_vl", "qwen3_vl", "other"]
 
 MODEL_TYPES: dict[str, Family] = {
@@ -37,27 +33,6 @@ QWEN_PATCH_FACTOR = 28
 def family_from_model_type(model_type: str | None) -> Family:
     """The family of a transformers `config.model_type` (e.g. `internvl`, `qwen2_5_vl`)."""
     return MODEL_TYPES.get(model_type or "", "other")
-
-
-def detect_family(model: BaseChatModel) -> Family:
-    """The family of a model object: from its config for our local backend, else `other`."""
-    from zoom_refine.agent.local_model import LocalVisionChatModel
-
-    if isinstance(model, LocalVisionChatModel):
-        return family_from_model_type(model.model_type)
-    return "other"
-
-
-def expected_frame(family: Family, asks_norm1000: bool) -> BoxFrame:
-    """The frame to expect a box in, given the family and whether the prompt asked for 0–1000.
-
-    Qwen models keep their native frame whatever the prompt says; others follow the prompt.
-    """
-    if family == "qwen2_5_vl":
-        return "pixel"
-    if family == "qwen3_vl" or asks_norm1000:
-        return "norm1000"
-    return "norm1"
 
 
 def qwen_resized_size(

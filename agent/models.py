@@ -55,6 +55,22 @@ def load_chat_model(
         return _CACHE[key]
 
 
+def loaded_chat_model(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    max_new_tokens: int = 512,
+    max_patches: int | None = 12,
+    request_timeout: float = 120.0,
+    server_tile_budget: str = "none",
+) -> BaseChatModel | None:
+    """The chat model `load_chat_model` made for these arguments, or None if it has not (never
+    creates one)."""
+    key = (spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget)
+    with _LOCK:
+        return _CACHE.get(key)
+
+
 def _create(
     spec: str,
     base_url: str | None,
@@ -67,7 +83,7 @@ def _create(
     if not name.strip():
         raise InvalidInputError(BAD_SPEC.format(spec=spec))
     if provider == "hf":
-        from zoom_refine.agent.local_model import LocalVisionChatModel
+        from zoom_refine.agent.local.model import LocalVisionChatModel
 
         return LocalVisionChatModel(
             model_path=name, max_new_tokens=max_new_tokens, max_patches=max_patches

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _SEP = r"\s*[,;]\s*|\s+"
@@ -115,6 +115,15 @@ def _last_valid(matches: Iterable[re.Match[str]], valid: set[str]) -> tuple[str,
     return chosen
 
 
+def parse_answer(
+    text: str, options: Mapping[str, str] | None, *, rechecked: bool = False
+) -> str | None:
+    """An option letter when there are options (`parse_choice`), else free text."""
+    if options:
+        return parse_choice(text, options, rechecked=rechecked)
+    return parse_open_answer(text, rechecked=rechecked)
+
+
 def parse_open_answer(text: str, *, rechecked: bool = False) -> str | None:
     """A free-text answer: the rest of the last `Rechecked Answer:` / `Answer:` line.
 
@@ -160,12 +169,6 @@ def parse_boxes(text: str) -> list[RawBox]:
     ordered = [box for _, box in sorted(labelled, key=lambda item: item[0])]
     ordered += [box for _, box in prose]
     return [box for box in ordered if all(math.isfinite(v) for v in box)]
-
-
-def parse_box(text: str) -> RawBox | None:
-    """The box the reply most clearly gives (the first of `parse_boxes`), or None."""
-    boxes = parse_boxes(text)
-    return boxes[0] if boxes else None
 
 
 def _numbers(groups: Sequence[str | None]) -> RawBox:

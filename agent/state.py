@@ -1,20 +1,35 @@
-"""Graph state: a narrow input, a richer internal state, and the output a caller gets back.
+"""Graph state: a narrow input, a richer internal state, the output a caller gets back, and the
+typed records they hold (a step, a view, a crop artifact) — the one schema that the graphs write
+and traces, the CLI and reports read.
 
 All values are plain data (str, bytes, int, float, lists, dicts) so checkpoints need no pickle.
+`ViewRecord` and `CropArtifact` are defined beside the tool that makes them (`tools/` cannot
+import this floor) and re-exported here.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired, TypedDict
 
+from zoom_refine.tools.boxes import BoxFrame
+from zoom_refine.tools.crop_tool import CropArtifact
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.views import ViewRecord
+
+__all__ = [
+    "CropArtifact",
+    "InputState",
+    "OutputState",
+    "StepRecord",
+    "ViewRecord",
+    "ZoomState",
+]
 
 Options = Mapping[str, str] | Sequence[str]
 
@@ -31,6 +46,44 @@ def merge_usage(left: dict[str, int] | None, right: dict[str, int] | None) -> di
     for key, value in (right or {}).items():
         merged[key] = merged.get(key, 0) + value
     return merged
+
+
+class StepRecord(TypedDict):
+    """One row of a run's trace: a model call (`localize`, `refine`, `answer`), or a crop that
+    failed (`crop`, with `raw` None and the reason in `note`)."""
+
+    node: str
+    """The node that wrote it: `localize`, `refine`, `answer` (baseline) or `crop`."""
+    hop: int
+    """The zoom hop: 0 for the first look; refine and a failed crop count the crop's hop."""
+    raw: str | None
+    """The model's reply, verbatim (None for a failed crop)."""
+    view: NotRequired[str | None]
+    """Id of the view the model looked at last (localize: the one it drew on)."""
+    answer: NotRequired[str | None]
+    """The answer read from this reply (letter or text); None when none was found."""
+    box: NotRequired[list[float] | None]
+    """Localize: the first box as the model wrote it, in the frame `box_frame`."""
+    box_frame: NotRequired[BoxFrame | None]
+    """The frame `box` was read in (`agent.regions`); None when refused or absent."""
+    frame_size: NotRequired[list[int] | None]
+    """For a `pixel` box: [width, height] of the image it was drawn on (the processor's size)."""
+    boxes: NotRequired[list[list[float]]]
+    """Multi-region localize: every box read, as written."""
+    regions: NotRequired[list[list[float]]]
+    """Multi-region localize: the regions cropped, in original pixels (after merging)."""
+    crops: NotRequired[list[str]]
+    """Multi-region refine: the ids of the crops shown, in order."""
+    confidence: NotRequired[float | None]
+    """Refine: the confidence (0–1) in the answer, when known."""
+    confidence_source: NotRequired[str]
+    """`verbal` (stated by the model) or `token` (the letter's probability)."""
+    note: NotRequired[str | None]
+    """What went wrong or was kept, in words (no box, a refused box, a failed crop)."""
+    seconds: NotRequired[float]
+    """Wall time of the model call."""
+    usage: NotRequired[dict[str, int]]
+    """The call's counters (see `OutputState.usage`)."""
 
 
 class InputState(TypedDict):
@@ -59,7 +112,7 @@ class OutputState(TypedDict, total=False):
     """The model's confidence (0–1) in the final answer, when it gave one."""
     views: Annotated[list[ViewRecord], operator.add]
     """Every image shown: first the full image (`img0`), then each crop. Appended."""
-    steps: Annotated[list[dict[str, Any]], operator.add]
+    steps: Annotated[list[StepRecord], operator.add]
     """One record per model call (node, raw text, parsed fields, image sizes, seconds). Appended."""
     usage: Annotated[dict[str, int], merge_usage]
     """Summed counters: model calls, input / output tokens, vision tiles (where known)."""
@@ -94,6 +147,11 @@ def normalize_options(options: Options | None) -> dict[str, str] | None:
     if not items or not valid:
         raise InvalidInputError(BAD_OPTIONS.format(options=options))
     return dict(items)
+
+
+def crop_failure_record(hop: int, reason: str) -> StepRecord:
+    """The step recorded when a crop of hop `hop` could not be made."""
+    return StepRecord(node="crop", hop=hop, raw=None, note=reason)
 
 
 def check_question(question: object) -> str:

@@ -39,15 +39,15 @@ from PIL import Image
 from transformers import AutoProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # for dataset_fixtures (test data, not in the package)
 
 from dataset_fixtures import photo_like  # noqa: E402
-from tiny_models import build_tiny_internvl3  # noqa: E402
 
 from zoom_refine.agent.context import ZoomContext  # noqa: E402
-from zoom_refine.agent.local_model import LocalVisionChatModel, to_hf_conversation  # noqa: E402
+from zoom_refine.agent.first_look import first_look  # noqa: E402
+from zoom_refine.agent.local.model import LocalVisionChatModel, to_hf_conversation  # noqa: E402
 from zoom_refine.agent.prompts import localize_prompt, refine_prompt  # noqa: E402
-from zoom_refine.graphs.calls import first_look  # noqa: E402
+from zoom_refine.testing import build_tiny_internvl3  # noqa: E402
 from zoom_refine.tools.crop_tool import crop_message_content, make_crop  # noqa: E402
 from zoom_refine.tools.encoding import text_content_block  # noqa: E402
 from zoom_refine.tools.images import load_image  # noqa: E402

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,18 +29,14 @@ import torch
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from tiny_models import build_tiny_internvl3  # noqa: E402
-
-from zoom_refine.agent.local_model import LocalVisionChatModel, load_local_backend  # noqa: E402
-from zoom_refine.agent.prompts import localize_prompt, refine_prompt  # noqa: E402
-from zoom_refine.tools.boxes import Box  # noqa: E402
-from zoom_refine.tools.crop_tool import make_crop  # noqa: E402
-from zoom_refine.tools.encoding import image_content_block, text_content_block  # noqa: E402
-from zoom_refine.tools.settings import ImageSettings  # noqa: E402
-from zoom_refine.tools.views import render_view  # noqa: E402
+from zoom_refine.agent.local.model import LocalVisionChatModel, load_local_backend
+from zoom_refine.agent.prompts import localize_prompt, refine_prompt
+from zoom_refine.testing import build_tiny_internvl3
+from zoom_refine.tools.boxes import Box
+from zoom_refine.tools.crop_tool import make_crop
+from zoom_refine.tools.encoding import image_content_block, text_content_block
+from zoom_refine.tools.settings import ImageSettings
+from zoom_refine.tools.views import render_view
 
 QUESTION = "Which platform does the train to Geneva leave from?"
 OPTIONS = {"A": "3", "B": "7", "C": "12", "D": "5"}

@@ -17,8 +17,9 @@ from typing import Any
 
 from zoom_refine.evals.loaders import load_samples
 from zoom_refine.evals.samples import Sample
-from zoom_refine.evals.scoring import format_table, paired_changes, summarize
+from zoom_refine.evals.scoring import paired_changes, summarize
 from zoom_refine.evals.store import PredictionStore
+from zoom_refine.evals.tables import format_table
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.images import load_image
 from zoom_refine.tools.overlay import draw_boxes
@@ -36,7 +37,7 @@ def merge_runs(folders: Iterable[Path]) -> tuple[dict[str, Any], list[dict[str, 
         if not path.exists():
             raise InvalidInputError(NO_PREDICTIONS.format(folder=folder))
         config = config or json.loads((folder / "config.json").read_text())
-        for record in PredictionStore(path):
+        for record in PredictionStore(path, read_only=True):  # the run may still be going
             records[(record["id"], record["method"])] = record
     return config, list(records.values())
 
@@ -50,10 +51,16 @@ def write_report(folders: list[Path]) -> tuple[str, Path, Path]:
     table = format_table(summary)
     out = folders[0]
     markdown = render_markdown(config, table, changes)
-    (out / "report.md").write_text(markdown)
+    _write_text(out / "report.md", markdown)
     thumbnails = dict(_thumbnails(config, records))
-    (out / "report.html").write_text(render_html(config, table, changes, records, thumbnails))
+    _write_text(out / "report.html", render_html(config, table, changes, records, thumbnails))
     return table, out / "report.md", out / "report.html"
+
+
+def _write_text(path: Path, text: str) -> None:
+    """UTF-8 whatever the locale; a lone surrogate (from a model's reply, kept in the records)
+    is written as `\\ud800`, where plain `write_text` would fail the whole report on it."""
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def render_markdown(config: dict[str, Any], table: str, changes: dict[str, Any]) -> str:

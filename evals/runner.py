@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sqlite3
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +27,15 @@ from langchain_core.language_models import BaseChatModel
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
 from zoom_refine.evals.prompts import benchmark_prompt
+from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.evals.scoring import summarize
-from zoom_refine.evals.store import PredictionStore
+from zoom_refine.evals.store import (
+    FULL_DISK_REASONS,
+    PredictionStore,
+    StorageError,
+    storage_errors,
+)
 from zoom_refine.graphs.baseline import build_baseline_graph
 from zoom_refine.graphs.traces import open_saver, traced_graph
 from zoom_refine.graphs.zoom_refine import build_graph
@@ -57,7 +66,8 @@ class EvalPlan:
     bad_rows: Literal["skip", "wrong"] = "wrong"
     extractor: Literal["strict", "official"] = "strict"
     trace_db: Path | None = None
-    """Also checkpoint every run into this SQLite file (thread `<method>:<id>`), for
+    """Also checkpoint every run into this SQLite file, each run in a new thread
+    (`run_thread_id`: `<method>:<id>:<uuid>`, recorded as the prediction's `thread_id`), for
     `zoom-refine trace`."""
 
 
@@ -111,7 +121,20 @@ def run_eval(
     *,
     on_record: Callable[[dict[str, Any], Progress], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the plan to the end (resuming), then write and return the summary."""
+    """Run the plan to the end (resuming), then write and return the summary. The run folder is
+    locked meanwhile (one writer at a time: `RunFolderBusyError`), and a write that fails for lack
+    of room stops the run as a one-line `StorageError` (the records before it are kept)."""
+    with storage_errors(plan.out), hold_run_lock(plan.out):
+        return _run_eval_locked(plan, context, on_record)
+
+
+def _run_eval_locked(
+    plan: EvalPlan,
+    context: ZoomContext,
+    on_record: Callable[[dict[str, Any], Progress], None] | None,
+) -> dict[str, Any]:
+    """`run_eval` holding the folder's lock: this process alone writes it, so opening the store
+    may repair a torn tail and `--retry-errors` may rewrite the file."""
     store = PredictionStore(plan.out / "predictions.jsonl")
     if plan.retry_errors:
         store.drop_errors()
@@ -188,17 +211,41 @@ def run_one(
     if method == "baseline":  # the benchmark's own prompt, as its official numbers were made
         inputs["prompt"] = benchmark_prompt(benchmark, sample)
     config: dict[str, Any] = {"recursion_limit": context.recursion_limit}
-    thread = f"{method}:{sample.id}"
+    thread = run_thread_id(method, sample.id)
     if traced:
         config["configurable"] = {"thread_id": thread}
     try:
         result = graph.invoke(inputs, context=context, config=config)
     except Exception as error:  # one sample's failure is recorded; the run goes on
+        if is_storage_failure(error):  # not the sample's fault: stop, so a resume reruns it
+            raise StorageError(STORAGE_FAILED.format(error=error)) from error
         return error_record(sample, method, error, time.perf_counter() - started)
     record = result_record(sample, method, result, time.perf_counter() - started)
     if traced:
         record["thread_id"] = thread
     return record
+
+
+def run_thread_id(method: Method, sample_id: str) -> str:
+    """A new trace thread per run: `<method>:<sample id>:<32 hex>`. Never reused, so a rerun
+    (a resume, a second eval, another process on the same database) cannot continue an old
+    run's checkpoints; `graphs.traces.sample_runs` finds a sample's runs by the prefix."""
+    return f"{method}:{sample_id}:{uuid.uuid4().hex}"
+
+
+STORAGE_FAILED = (
+    "could not store a run ({error}): the disk may be full, a file size limit hit, or the "
+    "--trace-db file broken. The run stopped; predictions written so far are intact: free space "
+    "and run the same command again to resume"
+)
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """A failure to store (the trace database, or a full disk), as opposed to a model's or a
+    sample's."""
+    if isinstance(error, sqlite3.Error):
+        return True
+    return isinstance(error, OSError) and error.errno in FULL_DISK_REASONS
 
 
 def _base(sample: Sample, method: Method) -> dict[str, Any]:
@@ -273,8 +320,6 @@ def image_reference(image: str | bytes) -> str:
 
 def write_config(plan: EvalPlan, context: ZoomContext) -> None:
     """config.json: what produced these predictions. No API keys: the model is a spec or a name."""
-    from zoom_refine import __version__
-
     settings = {
         item.name: getattr(context, item.name)
         for item in dataclasses.fields(context)
@@ -291,7 +336,7 @@ def write_config(plan: EvalPlan, context: ZoomContext) -> None:
         "extractor": plan.extractor,
         "model": model,
         "context": settings,
-        "zoom_refine_version": __version__,
+        "zoom_refine_version": version("zoom-refine"),
     }
     plan.out.mkdir(parents=True, exist_ok=True)
     (plan.out / "config.json").write_text(json.dumps(config, indent=2, default=str))

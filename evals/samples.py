@@ -34,4 +34,6 @@ class BadRow:
     """A row that could not become a Sample: reported with its id, never a crash of the run."""
 
     id: str
+    """The row's own id, or, when it has none it can use or an earlier item holds it, a label
+    naming where the row is (`0 @ line 5`, `line 7`): unique among the items of one load."""
     reason: str

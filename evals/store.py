@@ -1,18 +1,29 @@
 """predictions.jsonl: one JSON line per finished (sample, method), appended as the run goes.
 
 Crash-safe: each record is one `write` of a complete line followed by `fsync`, so a run killed at
-any moment (even SIGKILL mid-write) leaves at most one torn last line; opening the store drops it
-(truncating the file back to its last newline). A finished sample is never lost or duplicated.
+any moment (even SIGKILL mid-write) leaves at most one torn last line. Only the run's own writer
+(holding the run folder's lock, `evals.run_lock`) repairs that, truncating the file back to its
+last newline when it opens the store; readers (`read_only=True`: `zoom-refine report`, anything
+polling a live run) skip and count it and never modify the file, since the "torn" line may be a
+record a live writer is still writing. A finished sample is never lost or duplicated.
+
+Lossless: a line is UTF-8 JSON, except that a record holding what UTF-8 cannot encode (a lone
+surrogate such as `"\ud800"`, which a server's JSON can carry) is written with every non-ASCII
+character escaped, so it reads back as the same strings instead of failing the run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from zoom_refine.tools.errors import ZoomRefineError
 
 Key = tuple[str, str]
 """(sample id, method)."""
@@ -22,26 +33,50 @@ def record_key(record: dict[str, Any]) -> Key:
     return (str(record["id"]), str(record["method"]))
 
 
-class PredictionStore:
-    """The run's predictions file: read what is done, append what finishes."""
+FULL_DISK_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file size limit was hit",
+}
+"""The write failures that mean "no room": the run stops on them; it cannot go on without
+recording what it finishes."""
+STORAGE_FULL = (
+    "cannot write {path}: {reason} ({detail}); every record written before it is kept: make room "
+    "and run the same command again to resume"
+)
 
-    def __init__(self, path: Path) -> None:
+
+class StorageError(ZoomRefineError):
+    """A run file could not be written for lack of room. Not a sample's failure: it stops the run,
+    with one line naming the file (the CLI prints it and exits non-zero)."""
+
+
+class PredictionStore:
+    """The run's predictions file: read what is done, append what finishes.
+
+    `read_only=True` is for everything but the run's own writer: it neither creates the folder nor
+    repairs a torn tail (counted in `torn_lines`, left in place), and refuses to append."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.Lock()
         self.torn_lines = 0
-        """How many torn or unreadable lines were dropped when the store was opened."""
+        """How many torn or unreadable lines were skipped (a writer also drops a torn tail)."""
         self.records: dict[Key, dict[str, Any]] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
+        data = self.path.read_bytes()  # one read: a snapshot, whatever a live writer does next
         end = data.rfind(b"\n") + 1
-        if end < len(data):  # a torn last line: the write was cut off
+        if end < len(data):  # a torn last line: the write was cut off, or is still going on
             self.torn_lines += 1
-            with self.path.open("r+b") as handle:
-                handle.truncate(end)
+            if not self.read_only:
+                with self.path.open("r+b") as handle:
+                    handle.truncate(end)
         for line in data[:end].splitlines():
             if not line.strip():
                 continue
@@ -57,12 +92,17 @@ class PredictionStore:
         return key in self.records
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        """Write `record` as one whole line and fsync it, or leave the file as it was and raise
+        OSError (its `filename` this file, so the caller can say which file failed)."""
+        self._refuse_if_read_only()
+        line = encode_line(record)
         with self._lock:
             descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 _write_line(descriptor, line)
-                os.fsync(descriptor)
+            except OSError as error:
+                error.filename = error.filename or str(self.path)
+                raise
             finally:
                 os.close(descriptor)
             self.records[record_key(record)] = record
@@ -70,6 +110,7 @@ class PredictionStore:
     def drop_errors(self) -> int:
         """Forget records that ended in an error (so they run again); rewrites the file
         atomically with one line per remaining key. Returns how many were dropped."""
+        self._refuse_if_read_only()
         with self._lock:
             errors = [
                 key for key, record in self.records.items() if record.get("status") == "error"
@@ -79,11 +120,16 @@ class PredictionStore:
             self._rewrite()
         return len(errors)
 
+    def _refuse_if_read_only(self) -> None:
+        """A reader that wrote would race the run's writer (the defect this mode exists for)."""
+        if self.read_only:
+            raise RuntimeError(f"{self.path} was opened read-only; only the run's writer appends")
+
     def _rewrite(self) -> None:
         temporary = self.path.with_suffix(".jsonl.tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
+        with temporary.open("wb") as handle:
             for record in self.records.values():
-                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                handle.write(encode_line(record))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
@@ -95,14 +141,43 @@ class PredictionStore:
         return len(self.records)
 
 
+def encode_line(record: dict[str, Any]) -> bytes:
+    """`record` as one JSON line in UTF-8, readable as text when UTF-8 can hold it; otherwise (a
+    lone surrogate from a server's `"\\ud800"`) with non-ASCII escaped, which reads back as the
+    very same strings, where encoding it raw would raise UnicodeEncodeError and stop the run."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode("ascii")
+
+
+@contextmanager
+def storage_errors(folder: Path) -> Iterator[None]:
+    """Turn a write that failed for lack of room (full disk, quota, file size limit) into a
+    one-line `StorageError` naming the file (else `folder`), so a run stops with a message a
+    user can act on instead of a traceback. Other OSErrors pass through unchanged."""
+    try:
+        yield
+    except OSError as error:
+        reason = FULL_DISK_REASONS.get(error.errno or 0)
+        if reason is None:
+            raise
+        path = error.filename or folder
+        detail = error.strerror or str(error)
+        raise StorageError(STORAGE_FULL.format(path=path, reason=reason, detail=detail)) from error
+
+
 def _write_line(descriptor: int, line: bytes) -> None:
-    """Append all of `line`, or nothing: `os.write` may write only part (a full disk, a signal),
-    and a fragment left mid-file would glue the next record onto it as one unreadable line."""
+    """Append all of `line` and fsync it, or nothing: `os.write` may write only part (a full disk,
+    a signal), and a fragment left mid-file would glue the next record onto it as one unreadable
+    line; a failed fsync (a full disk found at flush) may have lost the line, so it goes too."""
     start = os.fstat(descriptor).st_size
     try:
         written = 0
         while written < len(line):
             written += os.write(descriptor, line[written:])
+        os.fsync(descriptor)
     except OSError:
         os.ftruncate(descriptor, start)
         raise

@@ -12,7 +12,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
-from zoom_refine.agent.parsing import parse_choice, parse_open_answer
+from zoom_refine.agent.first_look import first_look
+from zoom_refine.agent.parsing import parse_answer
 from zoom_refine.agent.prompts import baseline_prompt
 from zoom_refine.agent.state import (
     InputState,
@@ -21,7 +22,7 @@ from zoom_refine.agent.state import (
     check_question,
     normalize_options,
 )
-from zoom_refine.graphs.calls import MODEL_RETRY, call_model, first_look, resolve_model, step_record
+from zoom_refine.graphs.calls import MODEL_RETRY, call_model, resolve_model, step_record
 from zoom_refine.tools.encoding import text_content_block
 
 
@@ -30,6 +31,7 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
     context = runtime.context
     question = check_question(state["question"])
     options = normalize_options(state.get("options"))
+    model = resolve_model(context)  # before the view: it is made at the model's input size
     look = first_look(state["image"], context)
     prompt = HumanMessage(
         content=[
@@ -37,8 +39,8 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
             text_content_block(state.get("prompt") or baseline_prompt(question, options)),
         ]
     )
-    reply = call_model(resolve_model(context), [prompt])
-    answer = parse_choice(reply.text, options) if options else parse_open_answer(reply.text)
+    reply = call_model(model, [prompt])
+    answer = parse_answer(reply.text, options)
     step = step_record(
         "answer",
         0,

@@ -1,23 +1,23 @@
-"""Calling the node model and recording what happened, shared by every graph."""
+"""Calling the node model (with retries for transient server failures) and recording the call,
+shared by every graph."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.types import RetryPolicy
 
+from zoom_refine.agent import models
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import to_model_messages
-from zoom_refine.agent.families import Family, detect_family
-from zoom_refine.tools.boxes import Box
-from zoom_refine.tools.encoding import image_content_block
-from zoom_refine.tools.images import ImageSource, load_image
-from zoom_refine.tools.views import View, render_view
+from zoom_refine.agent.families import Family
+from zoom_refine.agent.local.model import LocalVisionChatModel
+from zoom_refine.agent.state import StepRecord
 
 
 def is_transient_model_error(error: BaseException) -> bool:
@@ -53,17 +53,35 @@ class ModelReply:
     logprobs: dict[str, Any] | None = None
     """OpenAI-style token log-probabilities, when asked for and returned."""
 
+    @property
+    def processed_size(self) -> tuple[int, int] | None:
+        """(width, height) the processor resized the last image to, when the backend says."""
+        if not self.image_sizes:
+            return None
+        width, height = self.image_sizes[-1]
+        return int(width), int(height)
+
 
 def resolve_model(context: ZoomContext) -> BaseChatModel:
-    """The context's model object, or the cached model its spec names."""
-    return context.chat_model()
+    """The context's model object, or the process-wide cached model its spec names. An
+    in-process model is loaded here, once, so that views are made at its input size
+    (`ZoomContext.model_input_size` asks the loaded model and never loads one itself)."""
+    model = context.model
+    if isinstance(model, str):
+        model = models.load_chat_model(model, **context.model_settings())
+    if isinstance(model, LocalVisionChatModel):
+        model.load()
+    return model
 
 
 def resolve_family(context: ZoomContext, model: BaseChatModel) -> Family:
-    """The model family: as set in the context, else detected from the model."""
+    """The model family: as set in the context, else read from a local model's config
+    (`other` for any other model)."""
     if context.model_family != "auto":
         return context.model_family
-    return detect_family(model)
+    if isinstance(model, LocalVisionChatModel):
+        return model.family
+    return "other"
 
 
 def call_model(
@@ -76,7 +94,7 @@ def call_model(
     seconds = time.perf_counter() - started
     sizes = reply.response_metadata.get("image_sizes") if isinstance(reply, AIMessage) else None
     return ModelReply(
-        text=reply_text(reply),
+        text=reply.text,
         seconds=round(seconds, 4),
         usage=reply_usage(reply),
         image_sizes=sizes if isinstance(sizes, list) else None,
@@ -87,16 +105,6 @@ def call_model(
 def _logprobs(reply: BaseMessage) -> dict[str, Any] | None:
     value = reply.response_metadata.get("logprobs") if isinstance(reply, AIMessage) else None
     return value if isinstance(value, dict) else None
-
-
-def reply_text(reply: BaseMessage) -> str:
-    """The text of a reply whose content may be a string or a list of blocks."""
-    if isinstance(reply.content, str):
-        return reply.content
-    parts = [
-        block.get("text", "") if isinstance(block, dict) else str(block) for block in reply.content
-    ]
-    return "".join(str(part) for part in parts)
 
 
 def reply_usage(reply: BaseMessage) -> dict[str, int]:
@@ -117,36 +125,9 @@ def reply_usage(reply: BaseMessage) -> dict[str, int]:
     return usage
 
 
-def step_record(node: str, hop: int, reply: ModelReply, **parsed: Any) -> dict[str, Any]:
-    """One row of the trace: which node, what the model said, what we read from it."""
-    return {
-        "node": node,
-        "hop": hop,
-        "raw": reply.text,
-        **parsed,
-        "seconds": reply.seconds,
-        "usage": reply.usage,
-    }
-
-
-@dataclass(frozen=True)
-class FirstLook:
-    """The whole image as first shown: its view record data, the image block, the content hash."""
-
-    view: View
-    image_block: dict[str, Any]
-    image_sha256: str
-
-
-def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
-    """Load the input image and make view `img0`: the whole image, downsampled for the model."""
-    original = load_image(image, max_pixels=context.max_pixels)
-    view, shown = render_view(
-        original.image,
-        Box.full(original.size),
-        view_id="img0",
-        hop=0,
-        size=context.shown_size(original.size),
-    )
-    block = image_content_block(shown, context.encoding, context.jpeg_quality)
-    return FirstLook(view=view, image_block=block, image_sha256=original.sha256)
+def step_record(node: str, hop: int, reply: ModelReply, **parsed: Any) -> StepRecord:
+    """One row of the trace: which node, what the model said, what we read from it (`parsed`:
+    the other `StepRecord` fields)."""
+    record: dict[str, Any] = {"node": node, "hop": hop, "raw": reply.text, **parsed}
+    record |= {"seconds": reply.seconds, "usage": reply.usage}
+    return cast(StepRecord, record)

@@ -8,11 +8,12 @@ types is revived — the state is plain data plus LangChain messages, so nothing
 from __future__ import annotations
 
 import itertools
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
 from zoom_refine.agent.context import ZoomContext
-from zoom_refine.agent.state import InputState, OutputState
-from zoom_refine.graphs.zoom_refine import build_builder
+from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
+from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.errors import InvalidInputError
 
 MISSING_DB = (
@@ -34,11 +35,10 @@ MISSING_DB = (
 )
 NOT_A_DB = "not a trace database: {path} ({reason})"
 UNKNOWN_THREAD = "no run {thread_id!r} in {path} (list runs with `zoom-refine trace {path}`)"
+LOCK_TIMEOUT_SECONDS = 60.0
 STREAM_MODES: list[StreamMode] = ["updates", "custom"]
 OUTPUT_KEYS = frozenset(OutputState.__annotations__)
-
-Event = tuple[str, Any]
-"""A streamed event: (`"updates"`, {node: update}) or (`"custom"`, {"event": "crop", …})."""
+CROP_CALL_ID = re.compile(r"crop-(\d+)")
 
 
 def strict_serde() -> JsonPlusSerializer:
@@ -55,7 +55,9 @@ def open_saver(path: str | Path, *, create: bool = False) -> Iterator[SqliteSave
         _check_trace_db(db)
     elif db.parent and not db.parent.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(db), check_same_thread=False)
+    # Several processes may write one database (eval shards on one machine): wait for a
+    # writer's lock rather than fail after sqlite's default 5 s.
+    conn = sqlite3.connect(str(db), check_same_thread=False, timeout=LOCK_TIMEOUT_SECONDS)
     try:
         yield SqliteSaver(conn, serde=strict_serde())
     finally:
@@ -109,8 +111,6 @@ def run_graph(
     thread id (`on_thread` hears it before the run starts). With `on_event`, events are streamed
     as they happen (`stream_mode=["updates", "custom"]`): node updates and crop events."""
     if db is None:
-        from zoom_refine.graphs.zoom_refine import build_graph
-
         plain: RunnableConfig = {"recursion_limit": context.recursion_limit}
         return Run(_drive(build_graph(), inputs, context, plain, on_event))
     with open_saver(db, create=True) as saver:
@@ -178,6 +178,22 @@ def list_runs(path: str | Path) -> list[RunSummary]:
         return runs
 
 
+RUN_SUFFIX = re.compile(r":[0-9a-f]{32}")
+"""What `evals.runner.run_thread_id` appends to `<method>:<sample id>` for each run."""
+
+
+def sample_runs(path: str | Path, key: str) -> list[str]:
+    """The thread ids of every run of one eval sample, oldest first: `key` is `<method>:<id>`
+    (e.g. `zoom-refine:42`); each run of it is a thread `<key>:<uuid>`."""
+    with open_saver(path) as saver:
+        rows = saver.conn.execute(
+            "SELECT thread_id, MIN(checkpoint_id) FROM checkpoints WHERE checkpoint_ns = '' "
+            "AND substr(thread_id, 1, ?) = ? GROUP BY thread_id ORDER BY MIN(checkpoint_id)",
+            (len(key) + 1, key + ":"),
+        ).fetchall()
+    return [str(thread) for thread, _ in rows if RUN_SUFFIX.fullmatch(str(thread)[len(key) :])]
+
+
 def _checkpoint(saver: SqliteSaver, thread_id: str, checkpoint_id: str) -> Mapping[str, Any]:
     config = {
         "configurable": {
@@ -195,26 +211,21 @@ def _channel_values(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return dict(values) if isinstance(values, Mapping) else {}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TraceStep:
-    """One node run of a persisted run, as read back from its checkpoints."""
+    """One row of a persisted run: a step record a node wrote (`agent.state.StepRecord`: a model
+    call, or a crop, made or failed), with where in the run it happened."""
 
     step: int
     """LangGraph's superstep number (0 = the first node)."""
     node: str
+    """The graph node that ran."""
     time: str
     """ISO time of the checkpoint written after the node finished."""
-    view: str | None = None
+    record: StepRecord | None = None
+    """What the node recorded; None when it recorded nothing."""
     view_box: list[int] | None = None
-    box: list[float] | None = None
-    """The box the model drew (localize), in the frame it wrote it in."""
-    box_frame: str | None = None
-    raw: str | None = None
-    answer: str | None = None
-    confidence: float | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    seconds: float | None = None
-    note: str | None = None
+    """[x1, y1, x2, y2] in original pixels of the view `record` names, when known."""
 
 
 @dataclass
@@ -227,13 +238,17 @@ class Trace:
 
 
 def read_trace(path: str | Path, thread_id: str) -> Trace:
-    """The run `thread_id` step by step, from `graph.get_state_history` (oldest first)."""
+    """The run `thread_id` step by step, from `graph.get_state_history` (oldest first).
+    An eval sample's key `<method>:<id>` names its latest run (`sample_runs` lists them all)."""
     with open_saver(path) as saver:
         graph = traced_graph(saver)
         config = {"configurable": {"thread_id": thread_id}}
         history = list(graph.get_state_history(config))  # type: ignore[arg-type]
         if not history:
-            raise InvalidInputError(UNKNOWN_THREAD.format(thread_id=thread_id, path=path))
+            runs = sample_runs(path, thread_id)
+            if not runs:
+                raise InvalidInputError(UNKNOWN_THREAD.format(thread_id=thread_id, path=path))
+            return read_trace(path, runs[-1])
         history.reverse()
         final = dict(history[-1].values)
         views = {view["id"]: view for view in final.get("views") or []}
@@ -249,40 +264,24 @@ def read_trace(path: str | Path, thread_id: str) -> Trace:
 
 
 def _trace_steps(
-    step: int, node: str, time: str, update: Mapping[str, Any], views: dict[str, Any]
+    step: int, node: str, time: str, update: Mapping[str, Any], views: dict[str, ViewRecord]
 ) -> list[TraceStep]:
-    """The rows of one node run: one per model call it recorded, one per crop it made."""
+    """The rows of one node run: one per step it recorded, one per crop it made."""
     rows = []
     for record in update.get("steps") or []:  # localize / refine: the model call
-        row = TraceStep(
-            step=step,
-            node=str(record.get("node") or node),
-            time=time,
-            view=record.get("view"),
-            box=record.get("box"),
-            box_frame=record.get("box_frame"),
-            raw=record.get("raw"),
-            answer=record.get("answer"),
-            confidence=record.get("confidence"),
-            usage=dict(record.get("usage") or {}),
-            seconds=record.get("seconds"),
-            note=record.get("note"),
-        )
-        if row.view in views:
-            row.view_box = list(views[row.view]["box"])
-        rows.append(row)
+        view = views.get(record.get("view") or "")
+        rows.append(TraceStep(step, node, time, record, list(view["box"]) if view else None))
     for message in update.get("messages") or []:  # crop: the tool's results
         if not isinstance(message, ToolMessage):
             continue
-        artifact = message.artifact if isinstance(message.artifact, Mapping) else {}
-        view = artifact.get("view")
-        if view:
-            views.setdefault(view["id"], view)
-            rows.append(
-                TraceStep(
-                    step=step, node=node, time=time, view=view["id"], view_box=list(view["box"])
-                )
-            )
-        else:
-            rows.append(TraceStep(step=step, node=node, time=time, note=str(message.content)))
-    return rows or [TraceStep(step=step, node=node, time=time)]
+        artifact: CropArtifact | None = message.artifact if message.artifact else None
+        if artifact:
+            made = artifact["view"]
+            views.setdefault(made["id"], made)
+            crop = StepRecord(node=node, hop=made["hop"], raw=None, view=made["id"])
+            rows.append(TraceStep(step, node, time, crop, list(made["box"])))
+        else:  # the crop's hop is in the call id, `crop-{hop}` or `crop-{hop}-{k}`
+            hop = int(match.group(1)) if (match := CROP_CALL_ID.match(message.tool_call_id)) else 0
+            failed = StepRecord(node=node, hop=hop, raw=None, note=str(message.content))
+            rows.append(TraceStep(step, node, time, failed))
+    return rows or [TraceStep(step, node, time)]

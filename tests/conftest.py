@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def tiny_internvl_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A tiny random InternVL3-hf checkpoint, built once per test session (a few seconds)."""
-    from tiny_models import build_tiny_internvl3  # imported lazily: pulls in torch/transformers
+    from zoom_refine.testing import build_tiny_internvl3
 
     return build_tiny_internvl3(tmp_path_factory.mktemp("tiny-internvl3"))
 
@@ -40,24 +40,25 @@ def internvl_server(tiny_internvl_path: pathlib.Path) -> Iterator[ServedModel]:
         yield ServedModel(base_url=base_url, model_name=served_model_name(tiny_internvl_path))
 
 
-# --- tiny Qwen2.5-VL and protocol-trained tiny models (owned by tests/tiny_models.py) ------------
+# --- tiny Qwen2.5-VL and protocol-trained tiny models (zoom_refine/testing/tiny_models.py) -------
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A tiny random Qwen2.5-VL checkpoint, built once per test session (under a second).
-    Its processor resizes images within `tiny_models.QWEN_MIN_PIXELS`..`QWEN_MAX_PIXELS`."""
-    from tiny_models import build_tiny_qwen2_5_vl
+    Its processor resizes images within `tiny_models.QWEN_MIN_PIXELS`..`QWEN_MAX_PIXELS`
+    (`zoom_refine.testing.tiny_models`)."""
+    from zoom_refine.testing import build_tiny_qwen2_5_vl
 
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
 
 
 @pytest.fixture(scope="session")
 def trained_internvl_path() -> pathlib.Path:
-    """The tiny InternVL3 trained to answer the Zoom-Refine protocol (`tiny_models.PROTOCOL_*`):
-    from `.cache/tiny-models/`, or trained now (about 20-50 s on 2 cores) and cached there.
-    Run it with `tiny_models.protocol_context("internvl3", f"hf:{path}")` (max_patches 2)."""
-    from tiny_models import trained_protocol_model
+    """The tiny InternVL3 trained to answer the Zoom-Refine protocol (`zoom_refine.testing`'s
+    `PROTOCOL_*`): from `cache_root()`, or trained now (about 20-50 s on 2 cores) and cached there.
+    Run it with `protocol_context("internvl3", f"hf:{path}")` (max_patches 2)."""
+    from zoom_refine.testing import trained_protocol_model
 
     return trained_protocol_model("internvl3")
 
@@ -66,7 +67,7 @@ def trained_internvl_path() -> pathlib.Path:
 def trained_qwen_path() -> pathlib.Path:
     """The tiny Qwen2.5-VL trained on the protocol, boxes in pixels of its resized input; cached
     like `trained_internvl_path`. Run it with `box_format="pixel"` (`protocol_context`)."""
-    from tiny_models import trained_protocol_model
+    from zoom_refine.testing import trained_protocol_model
 
     return trained_protocol_model("qwen2_5_vl")
 

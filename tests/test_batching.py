@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel
 from langchain_core.messages import HumanMessage
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
-from zoom_refine.agent.batching import MicroBatcher
+from zoom_refine.agent.local.batching import MicroBatcher
+from zoom_refine.testing import ScriptedVisionModel
 
 
 def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
@@ -92,7 +92,7 @@ def image_message(seed: int) -> list[HumanMessage]:
 def test_local_backend_batches_concurrent_calls_with_per_sample_results(
     tiny_internvl_path: pathlib.Path,
 ) -> None:
-    from zoom_refine.agent.local_model import LocalVisionChatModel
+    from zoom_refine.agent.local.model import LocalVisionChatModel
 
     single = LocalVisionChatModel(
         model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=4, reuse_prefix=False
@@ -117,7 +117,7 @@ def test_batched_refine_turns_reuse_each_rows_prefix(tiny_internvl_path: pathlib
     shared batch, and gets the same tokens as when run alone."""
     from langchain_core.messages import AIMessage
 
-    from zoom_refine.agent.local_model import LocalVisionChatModel, load_local_backend
+    from zoom_refine.agent.local.model import LocalVisionChatModel, load_local_backend
 
     backend = load_local_backend(str(tiny_internvl_path))
     alone = LocalVisionChatModel(

@@ -14,15 +14,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from zoom_refine.tools.boxes import (
-    BOX_FRAMES,
     Box,
     BoxFrame,
     box_norm1_to_pixels,
     box_norm1000_to_pixels,
-    box_pixels_to_norm1000,
     box_shown_pixels_to_pixels,
     box_to_pixels,
-    detect_box_frame,
     is_finite_box,
 )
 from zoom_refine.tools.crop import plan_crop
@@ -126,77 +123,6 @@ def test_two_hops_compose() -> None:
     assert approx_box(
         box_to_pixels([1024, 512, 2048, 2048], "pixel", big, shown_big), (2500, 750, 4000, 3000)
     )
-
-
-@pytest.mark.parametrize(
-    ("box", "region", "expected"),
-    [
-        (Box(300, 250, 500, 400), NESTED, [250, 500, 750, 1000]),
-        (Box(100, 160, 500, 600), FULL, [100, 200, 500, 750]),
-        (Box(1, 1, 2, 2), Box(0, 0, 3, 3), [333, 333, 667, 667]),  # rounded, not truncated
-        (Box(0, 0, 100, 100), NESTED, [-500, -333, -250, 0]),  # outside the region: negative
-    ],
-)
-def test_pixels_to_norm1000(box: Box, region: Box, expected: list[int]) -> None:
-    assert box_pixels_to_norm1000(box, region) == expected
-
-
-@given(x1=st.integers(0, 399), y1=st.integers(0, 299), w=st.integers(1, 400), h=st.integers(1, 300))
-@settings(max_examples=200, deadline=None)
-def test_norm1000_round_trip_within_half_a_unit(x1: int, y1: int, w: int, h: int) -> None:
-    box = Box(200 + x1, 100 + y1, 200 + min(x1 + w, 400), 100 + min(y1 + h, 300))
-    back = box_norm1000_to_pixels(box_pixels_to_norm1000(box, NESTED), NESTED)
-    # One 0–1000 unit is 0.4 px wide and 0.3 px tall here; rounding moves at most half of it.
-    for got, want, unit in zip(back, box.as_list(), (0.4, 0.3, 0.4, 0.3), strict=True):
-        assert abs(got - want) <= unit / 2 + 1e-9
-
-
-# --- frame detection -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("box", "expected_frame", "detected"),
-    [
-        # Everything ≤ 1 with a fraction can only be 0–1, whatever was asked.
-        ([0.1, 0.2, 0.5, 0.6], "norm1", "norm1"),
-        ([0.1, 0.2, 0.5, 0.6], "norm1000", "norm1"),
-        ([0.1, 0.2, 0.5, 0.6], "pixel", "norm1"),
-        ([0, 0, 1, 1], "norm1", "norm1"),
-        ([0.0, 0.0, 1.0, 1.0], "norm1", "norm1"),
-        # Integers ≤ 1 under a 0–1000 (or pixel) prompt are a tiny box in that frame.
-        ([0, 0, 1, 1], "norm1000", "norm1000"),
-        ([0.0, 0.0, 1.0, 1.0], "norm1000", "norm1000"),
-        ([0, 0, 1, 1], "pixel", "pixel"),
-        ([0, 0.5, 1, 1], "norm1000", "norm1"),  # one fraction: 0–1 after all
-        ([-0.1, 0.2, 0.5, 0.6], "norm1", "norm1"),  # magnitudes count
-        # Up to 1000 inclusive: 0–1000 (the official parser's dropped case) unless pixels asked.
-        ([100, 200, 500, 999], "norm1", "norm1000"),
-        ([100, 200, 500, 999], "norm1000", "norm1000"),
-        ([100, 200, 1000, 1000], "norm1", "norm1000"),
-        ([0.5, 0.5, 2, 2], "norm1", "norm1000"),
-        ([100, 200, 500, 999], "pixel", "pixel"),
-        ([0.1, 0.2, 500, 600], "pixel", "pixel"),
-        # Above 1000: can only be pixels.
-        ([100, 200, 1001, 500], "norm1", "pixel"),
-        ([100, 200, 1001, 500], "norm1000", "pixel"),
-        ([100, 200, 1920, 1080], "pixel", "pixel"),
-        ([-1200, 0, 10, 10], "norm1000", "pixel"),
-    ],
-)
-def test_detect_box_frame(box: list[float], expected_frame: BoxFrame, detected: BoxFrame) -> None:
-    assert detect_box_frame(box, expected_frame) == detected
-
-
-@given(
-    box=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=4, max_size=4),
-    expected=st.sampled_from(BOX_FRAMES),
-)
-@settings(max_examples=200, deadline=None)
-def test_detect_box_frame_always_names_a_frame(box: list[float], expected: BoxFrame) -> None:
-    frame = detect_box_frame(box, expected)
-    assert frame in BOX_FRAMES
-    if any(abs(v) > 1000 for v in box):
-        assert frame == "pixel"
 
 
 # --- crop planning -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from zoom_refine.agent.local_backend import load_local_backend
+from zoom_refine.agent.local.backend import load_local_backend
 from zoom_refine.cli import app
 
 runner = CliRunner()

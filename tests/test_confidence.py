@@ -9,12 +9,12 @@ import pathlib
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel
 from langchain_core.messages import HumanMessage
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.confidence import letter_probability, token_at
+from zoom_refine.testing import ScriptedVisionModel
 
 TEXT = "Rechecked Answer: B\nConfidence: 0.4"
 
@@ -75,7 +75,7 @@ def test_graph_falls_back_to_the_stated_confidence_without_logprobs(picture: pat
 def test_local_backend_returns_logprobs_that_spell_its_reply(
     tiny_internvl_path: pathlib.Path,
 ) -> None:
-    from zoom_refine.agent.local_model import LocalVisionChatModel
+    from zoom_refine.agent.local.model import LocalVisionChatModel
 
     buffer = io.BytesIO()
     Image.new("RGB", (448, 448), (1, 2, 3)).save(buffer, format="PNG")

@@ -8,13 +8,13 @@ from typing import Any
 
 import dataset_fixtures as fixtures
 import pytest
-from fakes import RuleVisionModel
 from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext
 from zoom_refine.cli import app
 from zoom_refine.evals.runner import EvalPlan, run_eval
 from zoom_refine.evals.store import PredictionStore
+from zoom_refine.testing import RuleVisionModel
 
 runner = CliRunner()
 
@@ -241,7 +241,8 @@ def test_eval_with_a_trace_db_checkpoints_every_run(tmp_path: Path, hr_bench: Pa
     )
     records = lines(tmp_path / "run")
     threads = {r["thread_id"] for r in records}
-    assert threads == {"baseline:0", "baseline:1", "zoom-refine:0", "zoom-refine:1"}
-    assert {run.thread_id for run in list_runs(db)} == threads
-    trace = read_trace(db, "zoom-refine:0")
+    keys = {thread.rsplit(":", 1)[0] for thread in threads}
+    assert keys == {"baseline:0", "baseline:1", "zoom-refine:0", "zoom-refine:1"}
+    assert len(threads) == 4 and {run.thread_id for run in list_runs(db)} == threads
+    trace = read_trace(db, "zoom-refine:0")  # a sample's key names its latest run
     assert "refine" in [step.node for step in trace.steps]

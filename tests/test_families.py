@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from zoom_refine.agent.families import expected_frame, family_from_model_type, qwen_resized_size
+from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.families import family_from_model_type, qwen_resized_size
+from zoom_refine.agent.local.model import LocalVisionChatModel
+from zoom_refine.agent.regions import expected_frame
+from zoom_refine.graphs.calls import resolve_family
+from zoom_refine.testing import ScriptedVisionModel
 
 
 @pytest.mark.parametrize(
@@ -43,3 +48,17 @@ def test_qwen_resize_matches_the_processor_rule() -> None:
     width, height = qwen_resized_size((3840, 2160), min_pixels=3136, max_pixels=1280 * 28 * 28)
     assert width % 28 == 0 and height % 28 == 0 and width * height <= 1280 * 28 * 28
     assert abs(width / height - 3840 / 2160) < 0.03
+
+
+def test_resolve_family_reads_a_local_models_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalVisionChatModel, "model_type", property(lambda self: "qwen2_5_vl"))
+    model = LocalVisionChatModel(model_path="not-loaded")
+    assert model.family == "qwen2_5_vl"
+    assert resolve_family(ZoomContext(), model) == "qwen2_5_vl"
+    assert resolve_family(ZoomContext(model_family="internvl"), model) == "internvl"
+
+
+def test_resolve_family_of_any_other_model_is_other() -> None:
+    model = ScriptedVisionModel(replies=[])
+    assert resolve_family(ZoomContext(), model) == "other"
+    assert resolve_family(ZoomContext(model_family="qwen3_vl"), model) == "qwen3_vl"

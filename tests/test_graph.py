@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel, images_in, texts_in
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_baseline_graph, build_graph
 from zoom_refine.agent.state import InputState, OutputState
+from zoom_refine.testing import ScriptedVisionModel, images_in, texts_in
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

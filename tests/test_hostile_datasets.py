@@ -17,10 +17,10 @@ from typing import Any
 import dataset_fixtures as fixtures
 import pytest
 from dataset_fixtures import HR_HEADER, NOT_AN_IMAGE, b64, jpeg_bytes, write_tsv
-from fakes import RuleVisionModel
 from typer.testing import CliRunner
 
 from zoom_refine.cli import app
+from zoom_refine.testing import RuleVisionModel
 
 runner = CliRunner()
 RED = b64(jpeg_bytes("red"))
@@ -81,6 +81,19 @@ def empty_file(name: str) -> Any:
 def mme_json_not_a_list(folder: Path) -> Path:
     path = folder / "MME_RealWorld.json"
     path.write_text(json.dumps({"Question_id": "x"}))
+    return path
+
+
+def hr_latin1(folder: Path) -> Path:
+    path = write_tsv(folder / "hr_bench_4k.tsv", HR_HEADER, [hr_row(0), hr_row(1)])
+    text = path.read_text().replace("Question 1?", "Café crème?")
+    path.write_text(text, encoding="latin-1")
+    return path
+
+
+def mme_json_utf16(folder: Path) -> Path:
+    path = fixtures.write_mme_json(folder)
+    path.write_text(path.read_text(), encoding="utf-16")
     return path
 
 
@@ -165,6 +178,30 @@ UNUSABLE = [
             "one line: 'is not the MME-RealWorld annotation JSON (expected a JSON list …)'; exit 2",
         ),
     ),
+    pytest.param(
+        "hr-bench",
+        hr_latin1,
+        r"hr_bench_4k\.tsv is not UTF-8 \(byte 0xE9 at line 3\); save it as UTF-8$",
+        id="hr-latin-1",
+        marks=pytest.mark.reliability(
+            "Datasets",
+            "HR-Bench TSV saved in Latin-1 ('Café crème?')",
+            "one line: '… is not UTF-8 (byte 0xE9 at line 3); save it as UTF-8'; exit 2; no "
+            "'Caf\ufffd'",
+        ),
+    ),
+    pytest.param(
+        "mme-realworld",
+        mme_json_utf16,
+        r"MME_RealWorld\.json is UTF-16 text \(it starts with a UTF-16 byte-order mark\); save "
+        "it as UTF-8$",
+        id="mme-utf-16",
+        marks=pytest.mark.reliability(
+            "Datasets",
+            "MME-RealWorld JSON saved in UTF-16",
+            "one line: '… is UTF-16 text (…); save it as UTF-8'; exit 2",
+        ),
+    ),
 ]
 
 
@@ -208,6 +245,20 @@ def vstar_duplicate_ids(folder: Path) -> Path:
     lines = path.read_text().splitlines()
     path.write_text("\n".join([*lines, lines[0]]) + "\n")
     return path
+
+
+def hr_stray_quote(folder: Path) -> Path:
+    """Six rows written by hand; row 2's question opens a quote that never closes."""
+    path = folder / "hr_bench_4k.tsv"
+    rows = [hr_row(index) for index in range(6)]
+    rows[2][1] = '"' + rows[2][1]
+    lines = ["\t".join(HR_HEADER)] + ["\t".join(str(cell) for cell in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def hr_nul_index(folder: Path) -> Path:
+    return write_tsv(folder / "hr_bench_4k.tsv", HR_HEADER, [hr_row(0), ["1\0", *hr_row(1)[1:]]])
 
 
 BAD_ROWS = [
@@ -262,6 +313,31 @@ BAD_ROWS = [
             "row recorded as 'sa_1001 @ line 5': 'duplicate image …'; exit 0",
         ),
     ),
+    pytest.param(
+        "hr-bench",
+        hr_stray_quote,
+        "2",
+        'bad row: unbalanced quote: a cell opens with " and never closes; the lines after it '
+        "are read as rows of their own",
+        id="hr-stray-quote",
+        marks=pytest.mark.reliability(
+            "Datasets",
+            "HR-Bench TSV cell that opens with a stray quote (hand-edited file)",
+            "row recorded: 'bad row: unbalanced quote: …'; the rows after it run; exit 0",
+        ),
+    ),
+    pytest.param(
+        "hr-bench",
+        hr_nul_index,
+        "line 3",
+        "bad row: index holds a NUL character",
+        id="hr-nul-index",
+        marks=pytest.mark.reliability(
+            "Datasets",
+            "HR-Bench index cell holding a NUL character",
+            "row recorded as 'line 3': 'bad row: index holds a NUL character'; exit 0",
+        ),
+    ),
 ]
 
 
@@ -289,3 +365,48 @@ def test_a_bad_row_is_recorded_and_the_run_goes_on(
     if "@" in bad_id:  # the first row with that id ran normally
         first = found[bad_id.split(" @ ")[0]]
         assert first["status"] == "ok" and first["answer"] is not None
+
+
+# --- every data row is recorded exactly once -----------------------------------------------------
+
+
+def hr_label_lookalikes(folder: Path) -> Path:
+    """Six rows: 0, 1, a duplicate 1 (labelled '1 @ line 4'), then real ids spelling labels."""
+    rows = [hr_row(0), hr_row(1), hr_row(1), hr_row(0), hr_row(0), hr_row(5)]
+    rows[3][0], rows[4][0] = "1 @ line 4", "1 @ line 4"
+    return write_tsv(folder / "hr_bench_4k.tsv", HR_HEADER, rows)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            hr_stray_quote,
+            id="stray-quote",
+            marks=pytest.mark.reliability(
+                "Datasets",
+                "HR-Bench TSV of 6 rows, one with a stray quote",
+                "6 records in predictions.jsonl, one per data row; exit 0",
+            ),
+        ),
+        pytest.param(
+            hr_label_lookalikes,
+            id="label-lookalikes",
+            marks=pytest.mark.reliability(
+                "Datasets",
+                "HR-Bench TSV whose real ids spell a duplicate's label ('1 @ line 4')",
+                "6 records in predictions.jsonl, each under its own id; exit 0",
+            ),
+        ),
+    ],
+)
+def test_every_data_row_is_recorded_once(
+    write: Any, tmp_path: Path, scripted_model: RuleVisionModel
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    out = tmp_path / "out"
+    result = run_eval_cli("hr-bench", write(folder), out)
+    assert result.exit_code == 0, result.output
+    ids = [record["id"] for record in records(out)]
+    assert len(ids) == 6 and len(set(ids)) == 6, ids

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import ScriptedVisionModel, images_in
 from PIL import Image
 from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.cli import app
+from zoom_refine.testing import ScriptedVisionModel, images_in
 
 runner = CliRunner()
 RED = (255, 0, 0)

@@ -22,9 +22,9 @@ from transformers import AutoProcessor
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.families import internvl_canvas_size, processor_input_size
-from zoom_refine.agent.image_cache import CachingImageProcessor
-from zoom_refine.agent.local_model import LocalVisionChatModel, to_hf_conversation
-from zoom_refine.graphs.calls import first_look
+from zoom_refine.agent.first_look import first_look
+from zoom_refine.agent.local.image_cache import CachingImageProcessor
+from zoom_refine.agent.local.model import LocalVisionChatModel, to_hf_conversation
 from zoom_refine.tools.crop_tool import crop_message_content, make_crop
 from zoom_refine.tools.encoding import image_content_block, recently_encoded
 from zoom_refine.tools.images import load_image
@@ -163,6 +163,7 @@ def test_qwen_views_are_its_resized_input_so_pixel_boxes_need_no_mapping(
 ) -> None:
     model = LocalVisionChatModel(model_path=str(tiny_qwen_path))
     context = ZoomContext(model=model, max_new_tokens=2)
+    model.load()  # as `graphs.calls.resolve_model` does before any view is made
     look = first_look(uhd_jpeg, context)
     width, height = look.view.shown_size
     assert width % 28 == 0 and height % 28 == 0
@@ -239,3 +240,13 @@ def test_the_lru_map_forgets_the_least_recently_used() -> None:
     lru.put("c", 3)
     assert lru.get("b") is None and lru.get("a") == 1 and lru.get("c") == 3
     assert len(lru) == 2
+
+
+def test_the_context_never_loads_a_model_to_size_a_view(tmp_path: Path) -> None:
+    """`ZoomContext` holds settings: asked for the model's input size before the model is
+    resolved, it answers None (the view is fitted to `view_max_side`) instead of loading."""
+    missing = tmp_path / "no-such-checkpoint"
+    for model in (f"hf:{missing}", LocalVisionChatModel(model_path=str(missing))):
+        context = ZoomContext(model=model)
+        assert context.model_input_size((7680, 4320)) is None
+        assert context.shown_size((7680, 4320)) == (2048, 1152)

@@ -31,7 +31,7 @@ from dataset_fixtures import (
 )
 from PIL import Image
 
-from zoom_refine.evals import loaders
+from zoom_refine.evals import readers
 from zoom_refine.evals.loaders import dataset_fingerprint, detect_layout, load_samples
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.tools.errors import InvalidInputError
@@ -56,7 +56,7 @@ def color_of(image: str | bytes) -> str:
     return dominant_color(data)
 
 
-def hr_row(index: int, image: str, answer: str = "A") -> list[Any]:
+def hr_row(index: int | str, image: str, answer: str = "A") -> list[Any]:
     return [index, f"Question {index}?", answer, "single", "w", "x", "y", "z", "cycle1", image]
 
 
@@ -88,15 +88,15 @@ def test_hr_bench_tsv_yields_samples_and_resolves_back_references(tmp_path: Path
 def test_hr_bench_back_reference_rereads_evicted_image_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loaders, "_IMAGE_CACHE_BYTES", 0)  # keep only the latest image
+    monkeypatch.setattr(readers, "_IMAGE_CACHE_BYTES", 0)  # keep only the latest image
     reads: list[Any] = []
-    original = loaders._TsvRereader.__call__
+    original = readers._TsvRereader.__call__
 
     def counting(self: Any, location: tuple[int, int]) -> str:
         reads.append(location)
         return original(self, location)
 
-    monkeypatch.setattr(loaders._TsvRereader, "__call__", counting)
+    monkeypatch.setattr(readers._TsvRereader, "__call__", counting)
     samples, _ = split(load_samples("hr-bench", write_hr_bench_tsv(tmp_path)))
     found = by_id(samples)
     assert color_of(found["5"].image) == "red"  # row 0 re-read past the blue image
@@ -175,7 +175,7 @@ def test_hr_bench_malformed_rows_do_not_stop_the_run(tmp_path: Path) -> None:
 def test_hr_bench_parquet_text_images_with_references(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loaders, "_IMAGE_CACHE_BYTES", 0)  # references re-read by row group
+    monkeypatch.setattr(readers, "_IMAGE_CACHE_BYTES", 0)  # references re-read by row group
     path = write_hr_bench_parquet(tmp_path)
     assert detect_layout("hr-bench", path) == "parquet"
     samples, bad = split(load_samples("hr-bench", path))
@@ -711,3 +711,337 @@ def test_tsv_cells_match_pandas(tmp_path: Path, image_first: bool) -> None:
         assert sample.question == row["question"].strip()
         assert sample.options == {letter: row[letter].strip() for letter in "ABCD"}
         assert sample.image == images[int(sample.id) % 3]
+
+
+# --- hostile text: stray quotes, colliding ids, encodings, NUL characters ------------------------
+
+
+def hr_line(index: Any, question: str, image: str) -> str:
+    """One HR-Bench TSV data line as a person might type it: cells joined by tabs, no quoting."""
+    return "\t".join([str(index), question, "A", "single", "w", "x", "y", "z", "c1", image]) + "\n"
+
+
+def write_hr_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_text("\t".join(HR_HEADER) + "\n" + "".join(lines), encoding=encoding)
+    return path
+
+
+def all_ids(items: list[Sample | BadRow]) -> list[str]:
+    return [item.id for item in items]
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "TSV cell that opens with a stray quote and never closes (rows after it would be joined "
+    "into that cell)",
+    "that row is a BadRow 'unbalanced quote: …'; every later row still loads (samples + bad rows "
+    "= data lines)",
+)
+@pytest.mark.parametrize(
+    ("stray", "quoted"),
+    [(2, None), (2, 4), (2, 3), (5, None), (0, 1)],
+    ids=["rest-unquoted", "quoted-cell-later", "quoted-cell-next", "last-row", "first-row"],
+)
+def test_tsv_stray_quote_loses_no_rows(tmp_path: Path, stray: int, quoted: int | None) -> None:
+    lines = []
+    for index in range(6):
+        question = f"Question {index}?"
+        if index == stray:
+            question = '"' + question  # opens a quoted cell that nothing closes
+        elif index == quoted:
+            question = '"He said ""stop"" twice"'  # a legitimate quoted cell, as pandas writes it
+        image = b64(noise_jpeg(index)) if index % 2 else b64(jpeg_bytes("red"))  # bulky and small
+        lines.append(hr_line(index, question, image))
+    items = list(load_samples("hr-bench", write_hr_lines(tmp_path / "hr.tsv", lines)))
+    samples, bad = split(items)
+    assert sorted(all_ids(items)) == ["0", "1", "2", "3", "4", "5"]  # one item per data line
+    assert [row.id for row in bad] == [str(stray)]
+    assert bad[0].reason.startswith('unbalanced quote: a cell opens with " and never closes')
+    if quoted is not None:
+        assert by_id(samples)[str(quoted)].question == 'He said "stop" twice'
+    for sample in samples:
+        assert sample.image == (
+            noise_jpeg(int(sample.id)) if int(sample.id) % 2 else jpeg_bytes("red")
+        )
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "TSV cell that starts with a quote it does not close before a tab (a stray quote ahead of a "
+    "quoted multi-line cell, or '\"abc\"def')",
+    "that row is one BadRow 'stray quote: …', its lines with it; the other rows load",
+)
+def test_tsv_stray_quote_before_a_quoted_cell(tmp_path: Path) -> None:
+    path = write_mme_tsv(tmp_path)  # row 1's options cell is quoted over six lines
+    path.write_text(path.read_text().replace("Question 1?", '"Question 1?'))
+    items = list(load_samples("mme-realworld", path))
+    assert all_ids(items) == ["0", "1", "2", "3"]
+    assert [row.id for row in split(items)[1]] == ["1", "3"]
+    assert split(items)[1][0].reason.startswith('stray quote: a cell starts with " but its')
+    red = b64(jpeg_bytes("red"))
+    lines = [hr_line(0, '"abc"def', red), hr_line(1, "Question?", red)]
+    items = list(load_samples("hr-bench", write_hr_lines(tmp_path / "hr.tsv", lines)))
+    assert [type(item).__name__ for item in items] == ["BadRow", "Sample"]
+    assert items[0].id == "0" and items[0].reason.startswith("stray quote")
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "TSV cells quoted as pandas writes them, holding tabs, quotes and line breaks",
+    "read as pandas reads them: no row is taken for an unbalanced quote",
+)
+def test_tsv_quoted_cells_over_several_lines_still_load(tmp_path: Path) -> None:
+    red = b64(jpeg_bytes("red"))
+    rows = [hr_row(0, red), hr_row(1, red), hr_row(2, red)]
+    rows[0][1] = 'First line\n"second" line\n\nfourth line'
+    rows[1][4] = "one\ttwo\nthree"  # option A: a tab and a line break
+    items = list(load_samples("hr-bench", write_tsv(tmp_path / "hr.tsv", HR_HEADER, rows)))
+    samples, bad = split(items)
+    assert bad == [] and all_ids(items) == ["0", "1", "2"]
+    assert samples[0].question == 'First line\n"second" line\n\nfourth line'
+    assert samples[1].options["A"] == "one\ttwo\nthree"
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "a real id that spells the label of a duplicate or id-less row ('2 @ line 3', 'line 4')",
+    "every data row becomes exactly one Sample or BadRow, each with an id of its own",
+)
+def test_tsv_labels_never_collide_with_real_ids(tmp_path: Path) -> None:
+    red = b64(jpeg_bytes("red"))
+    rows = [
+        hr_row(2, red),  # line 2
+        hr_row(2, red),  # line 3: duplicate → labelled
+        hr_row("2 @ line 3", red),  # line 4: spells that label
+        ["", "No index?", "A", "single", "w", "x", "y", "z", "c1", red],  # line 5: no index
+        hr_row("line 5", red),  # line 6: spells that label
+        hr_row("2 @ line 3", red),  # line 7: a duplicate of line 4
+    ]
+    items = list(load_samples("hr-bench", write_tsv(tmp_path / "hr.tsv", HR_HEADER, rows)))
+    ids = all_ids(items)
+    assert len(ids) == 6 and len(set(ids)) == 6, ids
+    samples, bad = split(items)
+    assert [sample.id for sample in samples] == ["2"]
+    reasons = {row.id: row.reason for row in bad}
+    assert reasons["2 @ line 3"] == "duplicate index '2' (line 3); the first one is kept"
+    assert reasons["line 5"] == "row has no index"
+    assert "already the label of the bad row at line 3" in reasons["2 @ line 3 @ line 4"]
+    assert "already the label of the bad row at line 5" in reasons["line 5 @ line 6"]
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "MME JSON / V* JSONL ids that spell the label of a duplicate or unreadable item",
+    "every item becomes exactly one Sample or BadRow, each with an id of its own",
+)
+def test_mme_json_and_vstar_labels_never_collide(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes("red"))
+    item = {"Image": "a.jpg", "Text": "Q?", "Answer choices": ["(A) x", "(B) y"]}
+    items = [
+        {**item, "Question_id": "q", "Ground truth": "A"},
+        {**item, "Question_id": "q", "Ground truth": "A"},  # item 2: labelled 'q @ item 2'
+        {**item, "Question_id": "q @ item 2", "Ground truth": "A"},
+        "not an object",  # item 4: labelled 'item 4'
+        {**item, "Question_id": "item 4", "Ground truth": "A"},
+    ]
+    path = tmp_path / "MME_RealWorld.json"
+    path.write_text(json.dumps(items))
+    ids = all_ids(list(load_samples("mme-realworld", path)))
+    assert len(ids) == 5 and len(set(ids)) == 5, ids
+
+    jsonl = write_vstar_jsonl(tmp_path / "vstar")
+    lines = jsonl.read_text().splitlines()
+    lines += [lines[0], "not json {"]  # line 5: 'sa_1001 @ line 5'; line 6: 'line 6'
+    lines += [
+        json.dumps({"image": f"direct_attributes/{stem}.jpg"})
+        for stem in ("line 6", "sa_1001 @ line 5")
+    ]
+    jsonl.write_text("\n".join(lines) + "\n")
+    ids = all_ids(list(load_samples("vstar", jsonl)))
+    assert len(ids) == 8 and len(set(ids)) == 8, ids
+
+
+def encoding_case(benchmark: str, encoding: str, message: str, case: str, outcome: str) -> Any:
+    return pytest.param(
+        benchmark,
+        encoding,
+        message,
+        id=f"{benchmark}-{encoding}",
+        marks=pytest.mark.reliability("Datasets", case, outcome),
+    )
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "encoding", "message"),
+    [
+        encoding_case(
+            "hr-bench",
+            "latin-1",
+            r"hr\.tsv is not UTF-8 \(byte 0xE9 at line 3\); save it as UTF-8",
+            "HR-Bench TSV in Latin-1 ('Café' written as byte 0xE9)",
+            "InvalidInputError, one line: '… is not UTF-8 (byte 0xE9 at line 3); save it as "
+            "UTF-8'; never 'Caf\ufffd'",
+        ),
+        encoding_case(
+            "hr-bench",
+            "utf-16",
+            r"hr\.tsv is UTF-16 text \(it starts with a UTF-16 byte-order mark\); save it as UTF-8",
+            "HR-Bench TSV in UTF-16 with a byte-order mark",
+            "InvalidInputError, one line: '… is UTF-16 text (…); save it as UTF-8'",
+        ),
+        encoding_case(
+            "hr-bench",
+            "utf-16-le",
+            r"hr\.tsv looks like UTF-16 text \(every other byte is NUL\); save it as UTF-8",
+            "HR-Bench TSV in UTF-16 without a byte-order mark",
+            "InvalidInputError, one line: '… looks like UTF-16 text (…); save it as UTF-8'",
+        ),
+        encoding_case(
+            "mme-realworld",
+            "latin-1",
+            r"is not UTF-8 \(byte 0xE9 at line 8\); save it as UTF-8",
+            "MME-RealWorld TSV in Latin-1",
+            "InvalidInputError, one line naming the byte and its line",
+        ),
+        encoding_case(
+            "mme-realworld",
+            "utf-16",
+            r"is UTF-16 text .*; save it as UTF-8",
+            "MME-RealWorld TSV in UTF-16",
+            "InvalidInputError, one line: '… is UTF-16 text (…); save it as UTF-8'",
+        ),
+    ],
+)
+def test_tsv_not_in_utf8_is_refused_in_one_line(
+    tmp_path: Path, benchmark: Benchmark, encoding: str, message: str
+) -> None:
+    red = b64(jpeg_bytes("red"))
+    if benchmark == "hr-bench":
+        lines = [hr_line(0, "Question?", red), hr_line(1, "Café crème?", red)]
+        path = write_hr_lines(tmp_path / "hr.tsv", lines, encoding)
+    else:
+        path = write_mme_tsv(tmp_path)
+        text = path.read_text(encoding="utf-8").replace("Question 1?", "Café crème?")
+        path.write_text(text, encoding=encoding)
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        load_samples(benchmark, path)
+    assert "\n" not in str(caught.value) and "\ufffd" not in str(caught.value)
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "MME-RealWorld JSON or V* JSONL in Latin-1 or UTF-16",
+    "InvalidInputError, one line: '… is not UTF-8 (byte 0xE9 at line 6)' / '… is UTF-16 text'",
+)
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_mme_json_and_vstar_jsonl_not_in_utf8(tmp_path: Path, encoding: str) -> None:
+    mme = write_mme_json(tmp_path / "mme")
+    mme.write_text(mme.read_text().replace("ego car", "égo car"), encoding=encoding)
+    expected = "is not UTF-8 \\(byte 0xE9 at line 6\\)" if encoding == "latin-1" else "is UTF-16"
+    with pytest.raises(InvalidInputError, match=expected):
+        list(load_samples("mme-realworld", mme))
+    jsonl = write_vstar_jsonl(tmp_path / "vstar")
+    jsonl.write_text(jsonl.read_text().replace("cup", "tasse à café"), encoding=encoding)
+    expected = "is not UTF-8 \\(byte 0xE0 at line 1\\)" if encoding == "latin-1" else "is UTF-16"
+    with pytest.raises(InvalidInputError, match=expected):
+        list(load_samples("vstar", jsonl))
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "HR-Bench TSV and V* JSONL saved as UTF-8 with a byte-order mark",
+    "read as UTF-8: the mark is dropped, every row loads",
+)
+def test_utf8_with_a_bom_loads(tmp_path: Path) -> None:
+    path = write_hr_bench_tsv(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    samples, _ = split(load_samples("hr-bench", path))
+    assert [sample.id for sample in samples] == ["0", "1", "2", "3", "5"]
+    jsonl = write_vstar_jsonl(tmp_path / "vstar")
+    jsonl.write_bytes(b"\xef\xbb\xbf" + jsonl.read_bytes())
+    assert len(split(load_samples("vstar", jsonl))[0]) == 3
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "a row with bytes that are not UTF-8 past the first 64 KiB (TSV, JSONL)",
+    "that row is a BadRow 'not UTF-8 (byte 0xE9 at line 6); save the file as UTF-8'; the "
+    "others load",
+)
+def test_invalid_utf8_past_the_first_block_is_a_bad_row(tmp_path: Path) -> None:
+    lines = [hr_line(index, f"Question {index}?", b64(noise_jpeg(index))) for index in range(4)]
+    lines.append(hr_line(4, "Caf\udce9 cr\udce8me?", b64(jpeg_bytes("red"))))
+    lines.append(hr_line(5, "Question 5?", b64(jpeg_bytes("red"))))
+    path = tmp_path / "hr.tsv"
+    path.write_bytes(
+        ("\t".join(HR_HEADER) + "\n" + "".join(lines)).encode("utf-8", "surrogateescape")
+    )
+    assert path.read_bytes().index(b"\xe9") > 65536  # past the first block
+    items = list(load_samples("hr-bench", path))
+    assert all_ids(items) == ["0", "1", "2", "3", "4", "5"]
+    assert split(items)[1] == [
+        BadRow("4", "not UTF-8 (byte 0xE9 at line 6); save the file as UTF-8")
+    ]
+    jsonl = write_vstar_jsonl(tmp_path / "vstar")
+    padding = json.dumps({"image": "direct_attributes/sa_1001.jpg", "pad": "x" * 70_000})
+    text = jsonl.read_text() + padding + "\n" + '{"image": "direct_attributes/caf\udce9.jpg"}\n'
+    jsonl.write_bytes(text.encode("utf-8", "surrogateescape"))
+    bad = split(load_samples("vstar", jsonl))[1]
+    assert BadRow("line 6", "not UTF-8 (byte 0xE9 at line 6); save the file as UTF-8") in bad
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "NUL characters in ids or question text (TSV, parquet, MME JSON, V* JSONL)",
+    "refused: the row is a BadRow ('index holds a NUL character', under 'line N' / 'item N'; "
+    "'question holds a NUL character' under its id)",
+)
+def test_nul_characters_are_refused(tmp_path: Path) -> None:
+    red = b64(jpeg_bytes("red"))
+    lines = [
+        hr_line(0, "Question?", red),
+        hr_line("1\0", "Question?", red),  # line 3
+        hr_line(2, "Ques\0tion?", red),
+        hr_line(3, "Question?", red),
+    ]
+    items = list(load_samples("hr-bench", write_hr_lines(tmp_path / "hr.tsv", lines)))
+    assert [item.id for item in items if isinstance(item, Sample)] == ["0", "3"]
+    assert split(items)[1] == [
+        BadRow("line 3", "index holds a NUL character"),
+        BadRow("2", "question holds a NUL character"),
+    ]
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    rows = [hr_row(0, red), hr_row("1\0", red), hr_row(2, red)]
+    rows[2][1] = "Ques\0tion?"
+    columns = {name: [str(row[i]) for row in rows] for i, name in enumerate(HR_HEADER)}
+    pq.write_table(pa.table(columns), tmp_path / "hr.parquet")
+    assert split(load_samples("hr-bench", tmp_path / "hr.parquet"))[1] == [
+        BadRow("row 2", "index holds a NUL character"),
+        BadRow("2", "question holds a NUL character"),
+    ]
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes("red"))
+    item = {"Image": "a.jpg", "Text": "Q?", "Answer choices": ["(A) x", "(B) y"]}
+    mme = tmp_path / "MME_RealWorld.json"
+    mme.write_text(
+        json.dumps(
+            [
+                {**item, "Question_id": "q\0", "Ground truth": "A"},
+                {
+                    **item,
+                    "Question_id": "q1",
+                    "Answer choices": ["(A) x\0", "(B) y"],
+                    "Ground truth": "A",
+                },
+            ]
+        )
+    )
+    mme_bad = split(load_samples("mme-realworld", mme))[1]
+    assert mme_bad == [
+        BadRow("item 1", "Question_id holds a NUL character"),
+        BadRow("q1", "option A holds a NUL character"),
+    ]
+    jsonl = write_vstar_jsonl(tmp_path / "vstar")
+    record = {"image": "direct_attributes/sa_1\u0000.jpg", "text": "Q?\n(A) x\n(B) y"}
+    jsonl.write_text(jsonl.read_text() + json.dumps(record) + "\n")
+    vstar_bad = split(load_samples("vstar", jsonl))[1]
+    assert BadRow("line 5", "image path contains a NUL character") in vstar_bad

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_baseline_graph, build_graph
-from zoom_refine.agent.local_model import load_local_backend
+from zoom_refine.agent.local.model import load_local_backend
 
 
 def clear_prefix_caches(model_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from PIL import Image, ImageDraw
 
-from zoom_refine.agent.local_model import (
+from zoom_refine.agent.local.model import (
     LocalVisionChatModel,
     load_local_backend,
     to_hf_conversation,

@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from langchain_core.tools import ToolException
@@ -29,18 +28,11 @@ from zoom_refine.agent.parsing import (
     parse_confidence,
     parse_open_answer,
 )
-from zoom_refine.graphs.zoom_refine import NO_BOX
-from zoom_refine.tools.boxes import (
-    BOX_FRAMES,
-    Box,
-    BoxFrame,
-    box_pixels_of_size_to_norm1,
-    box_pixels_to_norm1,
-    box_to_pixels,
-    detect_box_frame,
-)
-from zoom_refine.tools.crop import merge_overlapping_pixel_boxes, plan_crop
-from zoom_refine.tools.crop_tool import make_crop
+from zoom_refine.agent.regions import NO_BOX, read_regions
+from zoom_refine.testing import ScriptedVisionModel
+from zoom_refine.tools.boxes import BOX_FRAMES, Box
+from zoom_refine.tools.crop import plan_crop
+from zoom_refine.tools.crop_tool import CropFrame, make_crop
 from zoom_refine.tools.settings import ImageSettings
 from zoom_refine.tools.views import View, shown_size_for
 
@@ -268,27 +260,31 @@ def test_every_parsed_box_becomes_a_crop_inside_the_image(
     data: st.DataObject, reply: str, size: tuple[int, int], config: ImageSettings
 ) -> None:
     boxes = parse_boxes(reply)
-    region = data.draw(regions(size))
-    shown = shown_size_for((region.width, region.height), data.draw(st.sampled_from([28, 2048])))
-    expected: BoxFrame = data.draw(st.sampled_from(BOX_FRAMES))
-    pixels = []
     for box in boxes:
         assert len(box) == 4 and all(math.isfinite(value) for value in box), box
-        frame = detect_box_frame(box, expected)
-        if frame == "pixel":  # as the graph does: pixels of the model's own resized input
-            frame_size = data.draw(st.sampled_from([shown, (1, 1), (448, 448)]))
-            norm = box_pixels_of_size_to_norm1(box, frame_size)
-            requested = box_to_pixels(norm, "norm1", region, shown)
-        else:
-            requested = box_to_pixels(box, frame, region, shown)
-        assert all(math.isfinite(value) for value in requested), (box, frame, requested)
-        assert_valid_crop(plan_crop(requested, region, size, config), size)
-        pixels.append(requested)
-    # Several regions: merged unions are sent back to the crop tool as 0–1 of the view.
+    region = data.draw(regions(size))
+    shown = shown_size_for((region.width, region.height), data.draw(st.sampled_from([28, 2048])))
+    view = View(id="img0", box=region, hop=0, shown_size=shown)
+    context = ZoomContext(
+        model="openai:none",
+        padding=config.padding,
+        padding_mode=config.padding_mode,
+        min_crop_side=config.min_crop_side,
+        max_regions=data.draw(st.sampled_from([1, 3, 8])),
+        prompt_style=data.draw(st.sampled_from(["paper", "internvl"])),
+    )
+    family = data.draw(st.sampled_from(["internvl", "qwen2_5_vl", "qwen3_vl", "other"]))
+    processed = data.draw(st.sampled_from([None, shown, (1, 1), (448, 448)]))
+    read = read_regions(reply, view, size, family, context, processed_size=processed)
+    assert len(read.boxes) == min(len(boxes), context.max_regions)
     event(f"boxes parsed: {min(len(boxes), 3)}{'+' if len(boxes) > 3 else ''}")
-    for merged in merge_overlapping_pixel_boxes(pixels, region, size, config, 0.3):
-        assert all(math.isfinite(value) for value in box_pixels_to_norm1(merged.box, region))
-        assert_valid_crop(plan_crop(merged.box, region, size, config), size)
+    for reading in read.boxes:  # auto box_format: every finite box is read in some frame
+        assert reading.frame is not None and reading.pixels is not None, reading
+        assert all(math.isfinite(value) for value in reading.pixels), reading
+    assert 1 <= len(read.regions) <= len(read.boxes) or not read.boxes
+    for item in read.regions:  # merged or single, each region is a valid crop
+        assert all(math.isfinite(value) for value in item.box)
+        assert_valid_crop(plan_crop(item.box, region, size, context), size)
 
 
 SMALL_IMAGES = {size: Image.new("RGB", size, (90, 90, 90)) for size in [(1, 1), (1, 500), (64, 48)]}
@@ -308,13 +304,13 @@ raw_values = st.one_of(
 @profile(RAW_BOX_EXAMPLES)
 @given(
     box=st.lists(raw_values, min_size=4, max_size=4),
-    frame=st.sampled_from(BOX_FRAMES),
+    frame=st.sampled_from([*BOX_FRAMES, "original"]),
     size=st.sampled_from(list(SMALL_IMAGES)),
     config=image_settings,
     nested=st.booleans(),
 )
 def test_the_crop_tool_gives_a_crop_or_a_tool_error(
-    box: list[float], frame: BoxFrame, size: tuple[int, int], config: ImageSettings, nested: bool
+    box: list[float], frame: CropFrame, size: tuple[int, int], config: ImageSettings, nested: bool
 ) -> None:
     original = SMALL_IMAGES[size]
     full = View("img0", Box.full(size), 0, shown_size_for(size, 28))

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel, images_in, texts_in
 from langchain_core.messages import AIMessage, HumanMessage
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.state import InputState
+from zoom_refine.testing import ScriptedVisionModel, images_in, texts_in
 from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.crop import merge_overlapping_pixel_boxes
 from zoom_refine.tools.crop_tool import make_crop

@@ -23,13 +23,13 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage
 from PIL import Image
-from tiny_models import PROTOCOL_OPTIONS, PROTOCOL_QUESTION, protocol_context
 from transformers import DynamicCache
 
 from zoom_refine import ask
-from zoom_refine.agent.local_backend import LocalBackend, ModelOutOfMemoryError, load_local_backend
-from zoom_refine.agent.local_model import LocalVisionChatModel
+from zoom_refine.agent.local.backend import LocalBackend, ModelOutOfMemoryError, load_local_backend
+from zoom_refine.agent.local.model import LocalVisionChatModel
 from zoom_refine.evals.runner import EvalPlan, run_eval
+from zoom_refine.testing import PROTOCOL_OPTIONS, PROTOCOL_QUESTION, protocol_context
 
 POISON = (255, 0, 255)
 """Magenta: unlike every colour in `dataset_fixtures.COLORS`, red and blue high, green low."""

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zoom_refine.agent.parsing import (
-    parse_box,
     parse_boxes,
     parse_choice,
     parse_confidence,
@@ -218,13 +217,11 @@ def test_parse_boxes(reply: str, expected: list[tuple[float, float, float, float
     assert len(boxes) == len(expected)
     for got, want in zip(boxes, expected, strict=True):
         assert all(math.isclose(g, w, rel_tol=1e-12) for g, w in zip(got, want, strict=True))
-    assert parse_box(reply) == (boxes[0] if boxes else None)
 
 
-def test_parse_box_returns_floats() -> None:
-    box = parse_box("<box>[[100, 200, 300, 400]]</box>")
+def test_parse_boxes_returns_floats() -> None:
+    (box,) = parse_boxes("<box>[[100, 200, 300, 400]]</box>")
     assert box == (100.0, 200.0, 300.0, 400.0)
-    assert box is not None
     assert all(type(v) is float for v in box)
 
 
@@ -330,7 +327,6 @@ def test_parsers_never_raise_and_keep_their_contracts(
         assert isinstance(box, tuple)
         assert len(box) == 4
         assert all(isinstance(v, float) and math.isfinite(v) for v in box)
-    assert parse_box(text) == (boxes[0] if boxes else None)
 
     value = parse_confidence(text)
     assert value is None or (isinstance(value, float) and 0.0 <= value <= 1.0)

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from fakes import ScriptedToolCallingModel, images_in, texts_in
 from langchain.agents import AgentState, create_agent
 from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -17,6 +16,7 @@ from typing_extensions import NotRequired
 
 from zoom_refine import crop_tool
 from zoom_refine.agent.tool_images import MOVED_NOTE, move_tool_images_to_user
+from zoom_refine.testing import ScriptedToolCallingModel, images_in, texts_in
 
 RED_BOX = (1200, 600, 1400, 800)  # in original pixels of the 1600×1000 test image
 

@@ -12,8 +12,8 @@ import torch
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from PIL import Image
 
-from zoom_refine.agent.local_model import LocalVisionChatModel, load_local_backend
-from zoom_refine.agent.prefix_cache import (
+from zoom_refine.agent.local.model import LocalVisionChatModel, load_local_backend
+from zoom_refine.agent.local.prefix_cache import (
     PrefixCache,
     back_off_image,
     common_prefix_length,
@@ -115,7 +115,7 @@ def test_reused_prefix_gives_the_same_next_token_distribution(
 ) -> None:
     """Stronger than comparing (noisy) tokens: the logits after a reused prefix equal a full
     prefill's, so greedy decoding cannot diverge beyond float rounding."""
-    from zoom_refine.agent.generation import GenerationRequest, generate
+    from zoom_refine.agent.local.generation import GenerationRequest, generate
 
     backend = load_local_backend(str(tiny_internvl_path))
     backend.prefix_cache.clear()
@@ -130,7 +130,7 @@ def test_reused_prefix_gives_the_same_next_token_distribution(
     hit = backend.prefix_cache.take(inputs["input_ids"][0])
     assert hit is not None
     entry, length = hit
-    from zoom_refine.agent.generation import _prefill_suffix
+    from zoom_refine.agent.local.generation import _prefill_suffix
 
     with torch.inference_mode():
         cached, tiles = _prefill_suffix(backend, inputs, entry.cache, length)
@@ -145,7 +145,7 @@ def test_reused_prefix_gives_the_same_next_token_distribution(
 
 
 def _hf(messages: list[BaseMessage]) -> list[dict[str, Any]]:
-    from zoom_refine.agent.local_model import to_hf_conversation
+    from zoom_refine.agent.local.model import to_hf_conversation
 
     return to_hf_conversation(messages)
 

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 from zoom_refine import ZoomContext, build_graph
 
@@ -35,6 +36,16 @@ def test_configuration_table_lists_every_context_field() -> None:
 
 
 def test_python_example_is_valid_python() -> None:
-    (example,) = code_blocks("python")
+    example, _testing = code_blocks("python")
     ast.parse(example)
     assert "build_graph" in example and "ZoomContext" in example
+
+
+def test_testing_example_passes(tmp_path: Path) -> None:
+    """The "Testing your own agents" example is a user's test: it runs, and it passes."""
+    _example, testing = code_blocks("python")
+    assert "from zoom_refine.testing import" in testing
+    namespace: dict[str, Any] = {}
+    exec(compile(testing, "README.md", "exec"), namespace)
+    (test,) = [value for name, value in namespace.items() if name.startswith("test_")]
+    test(tmp_path)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tiny_models as tm
 from servers import serve_model, served_model_name
 
 from zoom_refine import build_graph
-from zoom_refine.agent.local_model import LocalVisionChatModel
+from zoom_refine.agent.local.model import LocalVisionChatModel
+from zoom_refine.testing import tiny_models as tm
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,12 @@ from zoom_refine.evals.prompts import benchmark_prompt, mme_realworld_prompt
 from zoom_refine.evals.samples import Benchmark, Sample
 from zoom_refine.evals.scoring import (
     extract_choice,
-    format_table,
     mcnemar_exact,
     mme_category,
     paired_changes,
     summarize,
 )
+from zoom_refine.evals.tables import format_table
 
 MME_OPTIONS = {"A": "red", "B": "blue", "C": "green", "D": "white", "E": "black"}
 ABCD_OPTIONS = {"A": "red", "B": "blue", "C": "green", "D": "dark blue"}

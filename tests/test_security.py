@@ -26,7 +26,6 @@ from typing import Annotated, Any
 import dataset_fixtures as fixtures
 import pytest
 from dataset_fixtures import HR_HEADER, MME_LITE_HEADER, b64, jpeg_bytes, write_tsv
-from fakes import RuleVisionModel, ScriptedToolCallingModel, ScriptedVisionModel
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.graph import START, StateGraph
@@ -37,8 +36,9 @@ from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
 from zoom_refine import ZoomContext, build_graph, crop_tool
+from zoom_refine.agent.regions import NO_BOX
 from zoom_refine.cli import app
-from zoom_refine.graphs.zoom_refine import NO_BOX
+from zoom_refine.testing import RuleVisionModel, ScriptedToolCallingModel, ScriptedVisionModel
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("agent", "tools", "graphs", "evals", "zoom_refine")

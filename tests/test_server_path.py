@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fakes import ScriptedVisionModel
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
@@ -20,6 +19,7 @@ from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.graphs.calls import is_transient_model_error
+from zoom_refine.testing import ScriptedVisionModel
 
 REPLIES = [
     "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",

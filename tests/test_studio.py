@@ -55,8 +55,9 @@ def test_graph_loads_like_the_server(name: str) -> None:
 
 def test_studio_context_from_json_runs_the_graph(tmp_path: pathlib.Path) -> None:
     """Studio sends the context as JSON: a dict of ZoomContext fields is coerced to the dataclass."""
-    from fakes import RuleVisionModel
     from PIL import Image
+
+    from zoom_refine.testing import RuleVisionModel
 
     image = tmp_path / "scene.png"
     Image.new("RGB", (640, 480), "white").save(image)

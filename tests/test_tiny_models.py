@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tiny_models as tm
-from fakes import images_in, texts_in
 from PIL import Image
 
 from zoom_refine import build_graph
-from zoom_refine.agent.parsing import parse_box, parse_choice, parse_confidence
+from zoom_refine.agent.parsing import parse_boxes, parse_choice, parse_confidence
 from zoom_refine.agent.prompts import localize_prompt, refine_prompt, zoom_again_prompt
+from zoom_refine.testing import images_in, texts_in
+from zoom_refine.testing import tiny_models as tm
 
 LETTERED = dict(zip("ABCD", tm.PROTOCOL_OPTIONS, strict=True))
 
@@ -72,8 +72,8 @@ def test_qwen_resize_rule_gives_the_documented_frames() -> None:
 
 def test_protocol_replies_parse_to_the_documented_boxes() -> None:
     localize, refine, zoom_again, last_refine = tm.PROTOCOL_REPLIES["internvl3"]
-    assert parse_box(localize) == tm.LOCALIZE_BOX
-    assert parse_box(zoom_again) == tm.ZOOM_AGAIN_BOX
+    assert parse_boxes(localize)[0] == tm.LOCALIZE_BOX
+    assert parse_boxes(zoom_again)[0] == tm.ZOOM_AGAIN_BOX
     assert refine == last_refine == tm.REFINE_REPLY
     assert parse_choice(refine, LETTERED, rechecked=True) == tm.PROTOCOL_ANSWER
     assert parse_confidence(refine) == pytest.approx(tm.PROTOCOL_CONFIDENCE)
@@ -81,13 +81,13 @@ def test_protocol_replies_parse_to_the_documented_boxes() -> None:
 
     qwen_localize, _, qwen_zoom_again, _ = tm.PROTOCOL_REPLIES["qwen2_5_vl"]
     width, height = tm.QWEN_PROTOCOL_RESIZED
-    assert parse_box(qwen_localize) == tm.QWEN_LOCALIZE_BOX
+    assert parse_boxes(qwen_localize)[0] == tm.QWEN_LOCALIZE_BOX
     assert (
         pytest.approx((0.6 * width, 0.6 * height, 0.7 * width, 0.7 * height))
         == tm.QWEN_LOCALIZE_BOX
     )
     crop_width, crop_height = tm.QWEN_CROP_RESIZED
-    assert parse_box(qwen_zoom_again) == tm.QWEN_ZOOM_AGAIN_BOX
+    assert parse_boxes(qwen_zoom_again)[0] == tm.QWEN_ZOOM_AGAIN_BOX
     assert (
         pytest.approx(
             (0.25 * crop_width, 0.25 * crop_height, 0.75 * crop_width, 0.75 * crop_height)
@@ -180,7 +180,7 @@ def test_local_backend_runs_tiny_qwen(tiny_qwen_path: Path, max_patches: int | N
     """max_patches is InternVL's knob: Qwen's processor has none, and the backend leaves it out."""
     from langchain_core.messages import HumanMessage
 
-    from zoom_refine.agent.local_model import LocalVisionChatModel
+    from zoom_refine.agent.local.model import LocalVisionChatModel
     from zoom_refine.tools.encoding import image_content_block
 
     model = LocalVisionChatModel(
@@ -225,7 +225,7 @@ def test_trained_reply_depends_only_on_its_window(family: tm.Family) -> None:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from zoom_refine.agent.local_model import to_hf_conversation
+    from zoom_refine.agent.local.model import to_hf_conversation
 
     path = tm.trained_protocol_model(family)
     processor = AutoProcessor.from_pretrained(path)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import ScriptedVisionModel
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,6 +18,7 @@ from zoom_refine import ZoomContext
 from zoom_refine.agent.state import InputState
 from zoom_refine.cli import app
 from zoom_refine.graphs.traces import list_runs, read_trace, run_graph, strict_serde
+from zoom_refine.testing import ScriptedVisionModel
 
 RED = (255, 0, 0)
 GREY = (128, 128, 128)
@@ -90,13 +90,14 @@ def test_read_trace_gives_the_steps_oldest_first(scene: Path, tmp_path: Path) ->
     assert [step.node for step in trace.steps] == ["localize", "crop", "refine"]
     assert [step.step for step in trace.steps] == [0, 1, 2]
     localize, crop, refine = trace.steps
-    assert (
-        localize.raw == LOCALIZE and localize.answer == "B" and localize.box == [0.6, 0.6, 0.7, 0.7]
-    )
-    assert localize.usage["model_calls"] == 1 and localize.seconds is not None
-    assert crop.view == "img1" and crop.view_box == run.result["views"][1]["box"]
-    assert crop.raw is None
-    assert refine.raw == REFINE and refine.confidence == pytest.approx(0.9)
+    assert localize.record is not None and refine.record is not None and crop.record is not None
+    assert localize.record["raw"] == LOCALIZE and localize.record.get("answer") == "B"
+    assert localize.record.get("box") == [0.6, 0.6, 0.7, 0.7]
+    assert localize.record.get("usage", {})["model_calls"] == 1
+    assert localize.record.get("seconds") is not None
+    assert crop.record.get("view") == "img1" and crop.view_box == run.result["views"][1]["box"]
+    assert crop.record["raw"] is None and crop.record["hop"] == 1
+    assert refine.record["raw"] == REFINE and refine.record.get("confidence") == pytest.approx(0.9)
     assert trace.state["image"] == str(scene) and trace.state["answer"] == "A"
 
 

@@ -5,7 +5,10 @@ x2/y2 exclusive). Models speak other frames; each conversion below names the fra
 
 - `norm1`:    normalized 0–1 of the image the model was shown (the paper's prompt);
 - `norm1000`: normalized 0–1000 of the image shown (InternVL's `<box>`, Qwen3-VL);
-- `pixel`:    pixels of the image shown, at the size it was shown (Qwen2.5-VL).
+- `pixel`:    pixels of the image shown, at the size it was shown (Qwen2.5-VL: the size its
+              processor resized it to).
+
+Which frame a model's numbers are in is decided in one place, `agent.regions`.
 
 "The image shown" covers a *region* of the original (the full image, or a crop for nested zooms),
 so every conversion takes that region (a `Box` in original pixels) and lands in original pixels.
@@ -111,60 +114,9 @@ def box_to_pixels(
     return box_shown_pixels_to_pixels(box, region, shown_size)
 
 
-def box_pixels_of_size_to_norm1(box: Sequence[float], size: tuple[int, int]) -> list[float]:
-    """A box in pixels of an image of `size` = (width, height) → fractions 0–1 of that image.
-
-    For models whose pixel frame is their own resized input (Qwen2.5-VL), not what we sent.
-    """
-    width, height = size
-    x1, y1, x2, y2 = box
-    return [x1 / width, y1 / height, x2 / width, y2 / height]
-
-
-def box_pixels_to_norm1000(box: Box, region: Box) -> list[int]:
-    """Original-image pixels → 0–1000 of `region` (to tell a model where it looked before)."""
-    return [
-        round((box.x1 - region.x1) * 1000 / region.width),
-        round((box.y1 - region.y1) * 1000 / region.height),
-        round((box.x2 - region.x1) * 1000 / region.width),
-        round((box.y2 - region.y1) * 1000 / region.height),
-    ]
-
-
-def detect_box_frame(box: Sequence[float], expected: BoxFrame) -> BoxFrame:
-    """Guess the frame of a model's box from its numbers, given the frame the prompt asked for.
-
-    All values ≤ 1 → `norm1` (unless the prompt asked for 0–1000 and every value is an integer:
-    `[0, 0, 1, 1]` in 0–1000 is a 1-pixel box, but `[0.1, ...]` can only be 0–1).
-    Otherwise ≤ 1000 → `norm1000`, unless the prompt asked for pixels. Larger → `pixel`.
-    A 0–1000 answer under the paper's 0–1 prompt is thus understood, not dropped.
-    """
-    values = [abs(v) for v in box]
-    if all(v <= 1.0 for v in values):
-        if expected != "norm1" and all(float(v).is_integer() for v in box):
-            return expected
-        return "norm1"
-    if expected == "pixel":
-        return "pixel"
-    if all(v <= 1000.0 for v in values):
-        return "norm1000"
-    return "pixel"
-
-
 def is_finite_box(box: Sequence[float]) -> bool:
     """True when the box has four finite numbers (NaN / inf boxes are treated as 'no box')."""
     return len(box) == 4 and all(math.isfinite(v) for v in box)
-
-
-def box_pixels_to_norm1(box: Sequence[float], region: Box) -> list[float]:
-    """Original-image pixels → fractions 0–1 of `region` (the inverse of `box_norm1_to_pixels`)."""
-    x1, y1, x2, y2 = box
-    return [
-        (x1 - region.x1) / region.width,
-        (y1 - region.y1) / region.height,
-        (x2 - region.x1) / region.width,
-        (y2 - region.y1) / region.height,
-    ]
 
 
 def pixel_box_area(box: Sequence[float]) -> float:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.tools import ToolException, tool
 from langgraph.prebuilt import ToolRuntime
 from PIL import Image
+from typing_extensions import TypedDict
 
 from zoom_refine.tools.boxes import Box, BoxFrame, FloatBox, box_to_pixels, is_finite_box
 from zoom_refine.tools.crop import plan_crop
 from zoom_refine.tools.encoding import image_content_block, text_content_block
 from zoom_refine.tools.images import ImageSource, load_image
 from zoom_refine.tools.settings import ImageSettings
-from zoom_refine.tools.views import View, ViewRecord, render_view
+from zoom_refine.tools.views import View, ViewRecord, next_view_ids, render_view
 
 CROP_TOOL_NAME = "crop"
 
@@ -28,6 +29,11 @@ UNKNOWN_IMAGE_ID = "unknown image_id {image_id!r}; registered ids: {known}"
 BAD_BOX = "box must be four finite numbers [x1, y1, x2, y2], got {box!r}"
 NO_IMAGE = "no image registered for this run (the state has no 'image')"
 TAKEN_VIEW_ID = "view_id {view_id!r} is already registered; leave it out to get the next free id"
+
+CropFrame = BoxFrame | Literal["original"]
+"""The frames the tool reads a box in: a model's (`tools.boxes.BoxFrame`, relative to the image
+`image_id`), or `original`: pixels of the original image, the frame our graph's box reader has
+already converted to (`agent.regions`), so the box is not converted again."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +52,14 @@ def make_crop(
     views: Sequence[ViewRecord | Mapping[str, Any]],
     image_id: str,
     box: Sequence[float],
-    box_format: BoxFrame,
+    box_format: CropFrame,
     settings: ImageSettings,
     view_id: str | None = None,
 ) -> Crop:
     """Cut the region `box` (in `box_format` of view `image_id`) from the full-resolution image.
 
-    The new view gets `view_id`, by default the next id (`img{len(views)}`), and hop (source
-    hop + 1). Several crops made from the same `views` in one step (one tool call per region)
+    The new view gets `view_id`, by default the next free id (`tools.views.next_view_ids`), and
+    hop (source hop + 1). Several crops made from the same `views` in one step (one tool call per region)
     must each pass their own `view_id`, or they would all get the same default.
     Raises ToolException (a model mistake, reported back, not a crash) for an unknown id, a
     `view_id` already registered, or a box that is not four finite numbers.
@@ -63,16 +69,24 @@ def make_crop(
         raise ToolException(BAD_BOX.format(box=list(box)))
     if view_id is not None and any(record["id"] == view_id for record in views):
         raise ToolException(TAKEN_VIEW_ID.format(view_id=view_id))
-    requested = box_to_pixels(box, box_format, source.box, source.shown_size)
+    requested = _requested_pixels(box, box_format, source)
     crop_box = plan_crop(requested, source.box, original.size, settings)
     view, shown = render_view(
         original,
         crop_box,
-        view_id=view_id or f"img{len(views)}",
+        view_id=view_id or next_view_ids(views)[0],
         hop=source.hop + 1,
         size=settings.shown_size((crop_box.width, crop_box.height)),
     )
     return Crop(view=view, image=shown, source_view=source, requested_box=requested)
+
+
+def _requested_pixels(box: Sequence[float], box_format: CropFrame, source: View) -> FloatBox:
+    """The box in original pixels: as given for `original`, else converted from `source`'s frame."""
+    if box_format == "original":
+        x1, y1, x2, y2 = (float(value) for value in box)
+        return (x1, y1, x2, y2)
+    return box_to_pixels(box, box_format, source.box, source.shown_size)
 
 
 def _find_view(views: Sequence[ViewRecord | Mapping[str, Any]], image_id: str) -> View:
@@ -96,13 +110,24 @@ def crop_message_content(crop: Crop, settings: ImageSettings) -> list[dict[str, 
     ]
 
 
-def crop_artifact(crop: Crop) -> dict[str, Any]:
+class CropArtifact(TypedDict):
+    """The crop tool's artifact (plain data, kept in the ToolMessage for the graph and traces)."""
+
+    view: ViewRecord
+    """The new view."""
+    source_id: str
+    """Id of the view the box was drawn on."""
+    requested_box: list[float]
+    """The box in original pixels before padding and clamping, rounded to 0.01 px."""
+
+
+def crop_artifact(crop: Crop) -> CropArtifact:
     """Plain data for the graph and traces: the new view and the box before padding."""
-    return {
-        "view": crop.view.to_record(),
-        "source_id": crop.source_view.id,
-        "requested_box": [round(v, 2) for v in crop.requested_box],
-    }
+    return CropArtifact(
+        view=crop.view.to_record(),
+        source_id=crop.source_view.id,
+        requested_box=[round(v, 2) for v in crop.requested_box],
+    )
 
 
 def full_view(image_size: tuple[int, int], settings: ImageSettings) -> View:
@@ -121,9 +146,9 @@ def crop_tool(
     image_id: str,
     box: list[float],
     runtime: ToolRuntime[Any, Any],
-    box_format: BoxFrame = "norm1",
+    box_format: CropFrame = "norm1",
     view_id: str | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], CropArtifact]:
     """Zoom in: cut a region of an image at full resolution and look at it closely.
 
     Args:
@@ -131,7 +156,8 @@ def crop_tool(
             crop, and so on.
         box: [x1, y1, x2, y2] of the region within that image (left, top, right, bottom).
         box_format: the units of `box`: "norm1" (fractions 0–1 of the image's width and height),
-            "norm1000" (0–1000), or "pixel" (pixels of that image as it was shown).
+            "norm1000" (0–1000), "pixel" (pixels of that image as it was shown), or
+            "original" (pixels of the original full-resolution image, whatever `image_id`).
         view_id: id for the new image (optional; by default the next free one, "img1", …).
             Give distinct ids when asking for several crops at once.
     """

@@ -7,7 +7,6 @@ animated images give their first frame, and a pixel limit is enforced *before* d
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
@@ -16,10 +15,12 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zoom_refine.tools.errors import ImageLoadError, ImageTooLargeError
+from zoom_refine.tools.lru import LruMap
 
 ImageSource = str | os.PathLike[str] | bytes
 """A path to an image file, or the encoded bytes of one."""
@@ -100,28 +101,31 @@ def _check_is_file(source: str | os.PathLike[str]) -> Path:
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read, check and decode an image into RGB, oriented as a viewer would show it.
 
-    A file is read and decoded once while it is unchanged (same size and modification time):
-    the graph's first view and the crop tool share one decode."""
+    Decodes are cached (`_decoded`): a file while it is unchanged (same size and modification
+    time), bytes by their content, so the graph's first view and every crop share one decode."""
     if isinstance(source, bytes):
         return decode_image_bytes(source, name=describe_source(source), max_pixels=max_pixels)
     path = _check_is_file(source)
     stat = path.stat()
-    return _load_file(str(path), stat.st_mtime_ns, stat.st_size, max_pixels)
-
-
-@functools.lru_cache(maxsize=CACHED_IMAGES)
-def _load_file(path: str, mtime_ns: int, size: int, max_pixels: int) -> LoadedImage:
-    # (mtime_ns, size) key the cache: a file rewritten in place is read again. The bytes are not
-    # kept (only bytes inputs are cached by content, in `_decode_cached`).
-    data = read_source_bytes(path)
-    digest = _sha256_of(data, path)
-    return LoadedImage(image=_open_checked(data, path, max_pixels), sha256=digest, name=path)
+    key = ("file", str(path), stat.st_mtime_ns, stat.st_size, max_pixels)
+    loaded = _decoded.get(key)
+    if loaded is None:
+        data = read_source_bytes(str(path))
+        digest = _sha256_of(data, str(path))
+        image = _open_checked(data, str(path), max_pixels)
+        loaded = LoadedImage(image=image, sha256=digest, name=str(path))
+        _decoded.put(key, loaded)
+    return loaded
 
 
 def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImage:
     """Decode encoded bytes (see load_image); cached by content so a sample decodes once."""
     digest = _sha256_of(data, name)
-    image = _decode_cached(digest, data, name, max_pixels)
+    key = ("bytes", digest, max_pixels)
+    cached = _decoded.get(key)
+    image = cached.image if cached is not None else _open_checked(data, name, max_pixels)
+    if cached is None:
+        _decoded.put(key, LoadedImage(image=image, sha256=digest, name=name))
     return LoadedImage(image=image, sha256=digest, name=name)
 
 
@@ -131,11 +135,11 @@ def _sha256_of(data: bytes, name: str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@functools.lru_cache(maxsize=CACHED_IMAGES)
-def _decode_cached(digest: str, data: bytes, name: str, max_pixels: int) -> Image.Image:
-    # `digest` keys the cache cheaply; `data` is compared only on a digest hit.
-    # The cached image is shared between callers: crop and resize it, never draw on it.
-    return _open_checked(data, name, max_pixels)
+_decoded: LruMap[tuple[Any, ...], LoadedImage] = LruMap(CACHED_IMAGES)
+"""The decode cache. Key: `("file", path, mtime_ns, size, max_pixels)` or `("bytes", sha256,
+max_pixels)` (the encoded bytes are not kept). Value: the decoded RGB image, shared by every
+caller (crop and resize it, never draw on it). Bound: `CACHED_IMAGES` images. Owner: this module
+(process-wide). Failed decodes are not cached."""
 
 
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:

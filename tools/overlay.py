@@ -13,8 +13,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.images import ImageSource, load_image
-from zoom_refine.tools.views import RESAMPLE
+from zoom_refine.tools.views import render_view
 
 BOX_COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#007aff", "#ff2d95", "#00c7be", "#af52de"]
 """Outline colours, hop 1 first, cycling: distinct from each other at a glance."""
@@ -95,14 +96,18 @@ def render_overview(
 def render_hops(
     image: Image.Image | ImageSource, views: Sequence[Mapping[str, Any]]
 ) -> list[Image.Image]:
-    """Each crop as the model saw it: the view's box cut from the original, resized to its size."""
+    """Each crop as the model saw it: the view's box cut from the original and resized to its
+    shown size with the same resampling that made the view (`tools.views.render_view`), so the
+    pixels equal those sent (before any lossy encoding such as JPEG)."""
     original = as_image(image)
-    hops = []
-    for view in views[1:]:
-        region = original.crop(tuple(view["box"]))
-        size = (int(view["size"][0]), int(view["size"][1]))
-        hops.append(region if region.size == size else region.resize(size, RESAMPLE))
-    return hops
+    return [
+        render_view(original, Box.from_list(view["box"]), view_id="", hop=0, size=_size(view))[1]
+        for view in views[1:]
+    ]
+
+
+def _size(view: Mapping[str, Any]) -> tuple[int, int]:
+    return int(view["size"][0]), int(view["size"][1])
 
 
 def show_trace(result: Mapping[str, Any], image: Image.Image | ImageSource) -> list[Image.Image]:

@@ -10,8 +10,9 @@ faster than Pillow's bicubic on 4K–8K images (`benchmarks/image_pipeline.py`).
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from typing_extensions import TypedDict
 from zoom_refine.tools.boxes import Box
 
 RESAMPLE = Image.Resampling.BICUBIC
+_VIEW_ID = re.compile(r"img(\d+)")
 
 
 class ViewRecord(TypedDict):
@@ -59,6 +61,15 @@ class View:
             hop=int(record["hop"]),
             shown_size=(int(width), int(height)),
         )
+
+
+def next_view_ids(views: Sequence[ViewRecord | Mapping[str, Any]], count: int = 1) -> list[str]:
+    """Ids for the next `count` views: `img{n}`, `img{n+1}`, … from one past the highest
+    `img<number>` registered (numbers a failed crop skipped stay unused); `img0` first. The one
+    rule for view ids, used by the crop tool and by the graph when it names several crops."""
+    numbers = [int(m.group(1)) for v in views if (m := _VIEW_ID.fullmatch(str(v["id"])))]
+    start = max(numbers, default=-1) + 1
+    return [f"img{start + k}" for k in range(count)]
 
 
 def shown_size_for(region_size: tuple[int, int], max_side: int) -> tuple[int, int]:

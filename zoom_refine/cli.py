@@ -10,17 +10,22 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from zoom_refine.agent.context import DEFAULT_MODEL, ZoomContext
+from zoom_refine.agent.context import DEFAULT_MODEL, BoxFormat, ZoomContext
 from zoom_refine.agent.models import use_api_key
-from zoom_refine.agent.state import InputState
+from zoom_refine.agent.prompts import PromptStyle
+from zoom_refine.agent.state import InputState, StepRecord, ViewRecord
+from zoom_refine.evals.samples import Benchmark
 from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.images import load_image
+
+if TYPE_CHECKING:
+    from zoom_refine.graphs.traces import TraceStep
 
 app = typer.Typer(
     add_completion=False,
@@ -36,7 +41,11 @@ SERVER_UNREACHABLE = (
     "cannot reach the model server at {url}: {reason} (is it running? check --base-url)"
 )
 MODEL_UNAVAILABLE = "cannot load model {spec!r}: {reason}"
+DISK_FULL = "cannot write {where}: {reason}; make room (or lift the limit) and run it again"
 BAD_TIMEOUT = "--request-timeout must be a positive number of seconds, got {value}"
+MethodChoice = Literal["zoom-refine", "baseline", "both"]
+"""`eval --method`: one method, or both side by side (`evals.runner.METHODS`)."""
+
 RequestTimeout = Annotated[
     float,
     typer.Option(
@@ -92,9 +101,9 @@ def ask(
         float, typer.Option(help="Zoom again while confidence is below this (0–1).")
     ] = 0.7,
     prompt_style: Annotated[
-        str, typer.Option(help="paper (0–1 boxes) or internvl (<box> 0–1000).")
+        PromptStyle, typer.Option(help="paper (0–1 boxes) or internvl (<box> 0–1000).")
     ] = "paper",
-    box_format: Annotated[str, typer.Option(help="auto, norm1, norm1000 or pixel.")] = "auto",
+    box_format: Annotated[BoxFormat, typer.Option(help="Frame of the model's boxes.")] = "auto",
     view_max_side: Annotated[
         int, typer.Option(help="Longest side in pixels of images sent to the model.")
     ] = 2048,
@@ -125,8 +134,8 @@ def ask(
             max_regions=max_regions,
             exact_preprocessing=exact_preprocessing,
             confidence_threshold=confidence_threshold,
-            prompt_style=_choice(prompt_style, ("paper", "internvl"), "--prompt-style"),
-            box_format=_choice(box_format, ("auto", "norm1", "norm1000", "pixel"), "--box-format"),
+            prompt_style=prompt_style,
+            box_format=box_format,
             view_max_side=view_max_side,
         )
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
@@ -243,16 +252,15 @@ def _user_message(error: Exception, context: ZoomContext) -> str | None:
         return SERVER_UNREACHABLE.format(url=context.base_url or "the default URL", reason=error)
     if isinstance(error, openai.APIStatusError):
         return f"the model server refused the request: {error}"
+    from zoom_refine.evals.store import FULL_DISK_REASONS
+
+    if isinstance(error, OSError) and error.errno in FULL_DISK_REASONS:  # not the model's fault
+        where = error.filename or "a file"
+        return DISK_FULL.format(where=where, reason=FULL_DISK_REASONS[error.errno or 0])
     if isinstance(error, OSError) and str(context.model).startswith("hf:"):
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         return MODEL_UNAVAILABLE.format(spec=context.model, reason=first_line)
     return None
-
-
-def _choice(value: str, allowed: tuple[str, ...], flag: str) -> Any:
-    if value not in allowed:
-        raise ZoomRefineError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 def _context(
@@ -289,29 +297,38 @@ def _print_summary(result: dict[str, Any]) -> None:
     out.print(f"[dim]stopped: {escape(str(result.get('stop_reason')))}[/dim]")
 
 
-def _step_line(step: dict[str, Any], views: dict[str, Any]) -> str:
+def _step_line(step: StepRecord, views: dict[str, ViewRecord]) -> str:
     parts = [f"{step['node']:<8}", f"hop {step.get('hop', 0)}"]
     view = views.get(step.get("view") or "")
     if view:
         parts.append(f"{view['id']} {view['box']}")
+    return "  ".join(parts + _record_parts(step, usage=False))
+
+
+def _record_parts(step: StepRecord, *, usage: bool) -> list[str]:
+    """What a step record says, in words (answer, box, confidence, usage, time, note)."""
+    parts = []
     if step.get("answer") is not None:
-        parts.append(f"answer {step['answer']}")
+        parts.append(f"answer {step.get('answer')}")
     if step.get("box") is not None:
-        parts.append(f"box {step['box']} ({step.get('box_frame')})")
-    if step.get("confidence") is not None:
-        parts.append(f"confidence {step['confidence']:.2f}")
-    if step.get("seconds") is not None:
-        parts.append(f"{step['seconds']:.2f} s")
+        parts.append(f"box {step.get('box')} ({step.get('box_frame')})")
+    if (confidence := step.get("confidence")) is not None:
+        parts.append(f"confidence {confidence:.2f}")
+    if usage and step.get("usage"):
+        counters = step.get("usage") or {}
+        parts.append("usage " + " ".join(f"{key}={value}" for key, value in counters.items()))
+    if (seconds := step.get("seconds")) is not None:
+        parts.append(f"{seconds:.2f} s")
     if step.get("note"):
-        parts.append(f"— {step['note']}")
-    return "  ".join(parts)
+        parts.append(f"— {step.get('note')}")
+    return parts
 
 
 @app.command("eval")
 def eval_command(
-    benchmark: Annotated[str, typer.Argument(help="hr-bench, mme-realworld or vstar.")],
+    benchmark: Annotated[Benchmark, typer.Argument(help="Which benchmark the data is.")],
     data: Annotated[Path, typer.Option(help="The benchmark file or folder (layout detected).")],
-    method: Annotated[str, typer.Option(help="zoom-refine, baseline or both.")] = "zoom-refine",
+    method: Annotated[MethodChoice, typer.Option(help="Which method(s) to run.")] = "zoom-refine",
     model: Annotated[str, typer.Option(help="Model spec, as for `ask`.")] = DEFAULT_MODEL,
     base_url: Annotated[
         str | None, typer.Option(help=f"OpenAI-compatible server URL (default: ${BASE_URL_ENV}).")
@@ -328,10 +345,12 @@ def eval_command(
         bool, typer.Option(help="Run again the samples that ended in an error.")
     ] = False,
     bad_rows: Annotated[
-        str, typer.Option(help="Malformed dataset rows: wrong (counted) or skip.")
+        Literal["wrong", "skip"],
+        typer.Option(help="Malformed dataset rows: wrong (counted) or skip."),
     ] = "wrong",
     extractor: Annotated[
-        str, typer.Option(help="Answer extraction for scoring: strict or official.")
+        Literal["strict", "official"],
+        typer.Option(help="Answer extraction for scoring: strict or official."),
     ] = "strict",
     max_regions: Annotated[int, typer.Option(help="Most regions per zoom (1 = the paper).")] = 1,
     trace_db: Annotated[
@@ -342,23 +361,24 @@ def eval_command(
     api_key: ApiKey = None,
 ) -> None:
     """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
+    from zoom_refine.evals.run_lock import hold_run_lock
     from zoom_refine.evals.runner import METHODS, EvalPlan, parse_shard, run_eval
-    from zoom_refine.evals.samples import BENCHMARKS
-    from zoom_refine.evals.scoring import format_table
+    from zoom_refine.evals.store import storage_errors
+    from zoom_refine.evals.tables import format_table
 
     try:
         plan = EvalPlan(
-            benchmark=_choice(benchmark, BENCHMARKS, "BENCHMARK"),
+            benchmark=benchmark,
             data=data,
             out=out,
-            methods=METHODS[_choice(method, tuple(METHODS), "--method")],
+            methods=METHODS[method],
             limit=limit,
             ids=_read_ids(ids) if ids else None,
             shard=parse_shard(shard),
             concurrency=max(1, concurrency),
             retry_errors=retry_errors,
-            bad_rows=_choice(bad_rows, ("skip", "wrong"), "--bad-rows"),
-            extractor=_choice(extractor, ("strict", "official"), "--extractor"),
+            bad_rows=bad_rows,
+            extractor=extractor,
             trace_db=trace_db,
         )
         context = _context(
@@ -373,7 +393,8 @@ def eval_command(
         if not data.exists():
             raise ZoomRefineError(f"dataset not found: {data} (check --data)")
         _check_dataset(plan)
-        summary = _run_with_progress(plan, context, run_eval)
+        with storage_errors(plan.out), hold_run_lock(plan.out):  # refused before the progress bar
+            summary = _run_with_progress(plan, context, run_eval)
     except ZoomRefineError as error:
         _fail(str(error))
     out_console = Console()
@@ -462,7 +483,11 @@ def report_command(
 def trace_command(
     db: Annotated[Path, typer.Argument(help="Trace database written by `ask --trace-db`.")],
     thread: Annotated[
-        str | None, typer.Argument(help="A run's thread id: show it step by step.")
+        str | None,
+        typer.Argument(
+            help="A run's thread id, or an eval sample's METHOD:ID (its latest run): show it "
+            "step by step."
+        ),
     ] = None,
     save: Annotated[
         Path | None,
@@ -470,7 +495,7 @@ def trace_command(
     ] = None,
 ) -> None:
     """List the runs in DB, or show run THREAD step by step (oldest first)."""
-    from zoom_refine.graphs.traces import list_runs, read_trace
+    from zoom_refine.graphs.traces import list_runs, read_trace, sample_runs
 
     console = Console(highlight=False)
     try:
@@ -491,6 +516,11 @@ def trace_command(
                 console.print(f"no runs in {db}", markup=False)
             return
         trace = read_trace(db, thread)
+        if trace.thread_id != thread:  # an eval sample's key: its latest run is shown
+            count = len(sample_runs(db, thread))
+            console.print(
+                f"run {trace.thread_id} (the latest of {count} of {thread})", markup=False
+            )
         for step in trace.steps:
             console.print(_trace_step_text(step), markup=False, soft_wrap=True)
         state = trace.state
@@ -505,23 +535,13 @@ def trace_command(
         _fail(str(error))
 
 
-def _trace_step_text(step: Any) -> str:
+def _trace_step_text(step: TraceStep) -> str:
     parts = [f"step {step.step}", f"{step.node:<8}", step.time]
-    if step.view:
-        parts.append(f"view {step.view} {step.view_box}")
-    if step.box is not None:
-        parts.append(f"box {step.box} ({step.box_frame})")
-    if step.answer is not None:
-        parts.append(f"answer {step.answer}")
-    if step.confidence is not None:
-        parts.append(f"confidence {step.confidence:.2f}")
-    if step.usage:
-        parts.append("usage " + " ".join(f"{key}={value}" for key, value in step.usage.items()))
-    if step.seconds is not None:
-        parts.append(f"{step.seconds:.2f} s")
-    if step.note:
-        parts.append(f"— {step.note}")
+    record = step.record or StepRecord(node=step.node, hop=0, raw=None)
+    if record.get("view"):
+        parts.append(f"view {record.get('view')} {step.view_box}")
+    parts += _record_parts(record, usage=True)
     lines = ["  ".join(parts)]
-    if step.raw is not None:
-        lines.extend("    | " + line for line in step.raw.splitlines() or [""])
+    if (raw := record.get("raw")) is not None:
+        lines.extend("    | " + line for line in raw.splitlines() or [""])
     return "\n".join(lines)

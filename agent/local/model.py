@@ -7,10 +7,6 @@ content blocks holding base64 data; nothing is ever fetched from a URL or read f
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,22 +24,23 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import field_validator
 
-from zoom_refine.agent.batching import MicroBatcher
-from zoom_refine.agent.families import family_from_model_type, processor_input_size
-from zoom_refine.agent.generation import (
+from zoom_refine.agent.families import Family, family_from_model_type, processor_input_size
+from zoom_refine.agent.local.backend import (
+    ATTN_IMPLEMENTATIONS,
+    LocalBackend,
+    ModelOutOfMemoryError,
+    load_local_backend,
+    loaded_local_backend,
+)
+from zoom_refine.agent.local.batching import MicroBatcher
+from zoom_refine.agent.local.generation import (
     Generation,
     GenerationRequest,
     generate_many,
     out_of_memory,
 )
-from zoom_refine.agent.local_backend import (
-    ATTN_IMPLEMENTATIONS,
-    LocalBackend,
-    ModelOutOfMemoryError,
-    load_local_backend,
-)
-from zoom_refine.agent.prefix_cache import image_fingerprint
-from zoom_refine.tools.encoding import recently_encoded
+from zoom_refine.agent.local.prefix_cache import image_fingerprint
+from zoom_refine.tools.encoding import decode_block_image
 
 HFMessage = dict[str, Any]
 HFBlock = dict[str, Any]
@@ -130,27 +127,9 @@ def _image_from_url(url: object) -> Image.Image:
 
 
 def decode_base64_image(data: object) -> Image.Image:
-    """Fully decode base64 image bytes now, so a corrupt image fails here and not in the model.
-
-    Cached: each turn of a conversation re-sends the earlier images, decoded once here."""
-    if not isinstance(data, str) or not data:
-        raise ValueError("image block holds no base64 string")
-    return recently_encoded(data) or _decode_base64_cached(data)
-
-
-@functools.lru_cache(maxsize=8)
-def _decode_base64_cached(data: str) -> Image.Image:
-    # Shared between callers: the processor only reads it.
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(f"image block holds invalid base64: {error}") from error
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"image block could not be decoded as an image: {error}") from error
-    return image
+    """Decode base64 image bytes (`tools.encoding.decode_block_image`: cached, fully decoded
+    now so a corrupt image fails here and not in the model)."""
+    return decode_block_image(data)
 
 
 # --- the chat model ---------------------------------------------------------------------------
@@ -213,18 +192,32 @@ class LocalVisionChatModel(BaseChatModel):
         model_type = getattr(self.load().model.config, "model_type", None)
         return str(model_type) if model_type is not None else None
 
+    @property
+    def family(self) -> Family:
+        """The checkpoint's model family (from `config.model_type`); loads the model."""
+        return family_from_model_type(self.model_type)
+
     def load(self) -> LocalBackend:
         """The shared processor and model, loading them now if this process has not yet."""
         return load_local_backend(
             self.model_path, self.dtype, self.device, self.attn_implementation
         )
 
-    def input_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+    def loaded(self) -> LocalBackend | None:
+        """The processor and model if this process has loaded them, else None (never loads)."""
+        return loaded_local_backend(
+            self.model_path, self.dtype, self.device, self.attn_implementation
+        )
+
+    def input_size(self, size: tuple[int, int], *, load: bool = True) -> tuple[int, int] | None:
         """(width, height) this model's processor resizes an image of `size` to, when it is a
         size the processor then leaves unchanged: InternVL's tile canvas (under `max_patches`),
-        Qwen2.5-VL's resized input. None for other processors. The graph makes its views at this
-        size, so the processor's own resize of a large image becomes a no-op."""
-        backend = self.load()
+        Qwen2.5-VL's resized input. None for other processors, and with `load=False` when the
+        model is not loaded yet. The graph makes its views at this size, so the processor's own
+        resize of a large image becomes a no-op."""
+        backend = self.load() if load else self.loaded()
+        if backend is None:
+            return None
         family = family_from_model_type(getattr(backend.model.config, "model_type", None))
         processor: Any = getattr(backend.processor, "image_processor", None)
         if family == "internvl" and getattr(processor, "crop_to_patches", False):

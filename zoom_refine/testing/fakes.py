@@ -1,4 +1,29 @@
-"""Scripted chat models for graph tests: they replay fixed replies and record every request."""
+"""Scripted chat models for testing graphs that call a vision chat model, offline and instantly.
+
+- `ScriptedVisionModel(replies=[...])` returns the replies in order (one per call, and fails the
+  test if called more often) and keeps every conversation it was sent in `.requests`.
+- `RuleVisionModel()` answers by the kind of prompt (localize, refine, anything else), so it is
+  safe under `graph.batch` and concurrency; `fail_on` makes matching requests raise.
+- `ScriptedToolCallingModel(replies=[AIMessage(..., tool_calls=[...]), ...])` for agents that
+  bind tools (its `bind_tools` is a no-op).
+- `images_in(message)` / `texts_in(message)` decode what a request carried.
+
+A Zoom-Refine localize reply names the answer and a box, `[x1, y1, x2, y2]`, by default in
+fractions (0-1) of the image the model was shown (0-1000 is detected too; see `box_format`)::
+
+    from zoom_refine import ZoomContext, build_graph
+    from zoom_refine.testing import ScriptedVisionModel
+
+    model = ScriptedVisionModel(replies=[
+        "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+        "Rechecked Answer: A\nConfidence: 0.9",
+    ])
+    result = build_graph().invoke(
+        {"image": "scene.png", "question": "What colour is the square?", "options": ["red", "blue"]},
+        context=ZoomContext(model=model),
+    )
+    assert result["answer"] == "A" and len(model.requests) == 2
+"""
 
 from __future__ import annotations
 
@@ -61,6 +86,7 @@ def images_in(message: BaseMessage) -> list[Image.Image]:
 
 
 def texts_in(message: BaseMessage) -> str:
+    """The text blocks of a message (or its string content), joined by newlines."""
     if isinstance(message.content, str):
         return message.content
     return "\n".join(
@@ -119,7 +145,7 @@ class ScriptedToolCallingModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted-tool-calling"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCallingModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolCallingModel:
         return self
 
     def _generate(

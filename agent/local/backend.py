@@ -6,7 +6,7 @@ shares: a lock, the prefix cache and the micro-batchers.
 
 Out of memory: `release_memory` drops every cached key/value cache and returns freed CUDA blocks;
 generation calls it when the model raises `torch.OutOfMemoryError` and then fails the sample with
-`ModelOutOfMemoryError` (see `agent/generation.py`), so one oversized sample does not stop a run.
+`ModelOutOfMemoryError` (see `agent/local/generation.py`), so one oversized sample does not stop a run.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zoom_refine.agent.batching import MicroBatcher
-from zoom_refine.agent.image_cache import CachingImageProcessor
-from zoom_refine.agent.prefix_cache import PrefixCache
+from zoom_refine.agent.local.batching import MicroBatcher
+from zoom_refine.agent.local.image_cache import CachingImageProcessor
+from zoom_refine.agent.local.prefix_cache import PrefixCache
 from zoom_refine.tools.errors import ZoomRefineError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class LocalBackend:
     """A loaded processor and model (eval mode), shared by every chat model that names them.
 
     `lock` serialises generation (one forward pass at a time on the model); `prefix_cache`
-    holds recent conversations' key/value caches for reuse (see `agent/prefix_cache.py`).
+    holds recent conversations' key/value caches for reuse (see `agent/local/prefix_cache.py`).
     """
 
     processor: Any
@@ -139,6 +139,20 @@ def load_local_backend(
             backend = _load_backend(model_path, torch_dtype, device_name, attn_implementation)
             _BACKENDS[key] = backend
     return backend
+
+
+def loaded_local_backend(
+    model_path: str,
+    dtype: str = "auto",
+    device: str | None = None,
+    attn_implementation: str = "sdpa",
+) -> LocalBackend | None:
+    """The backend `load_local_backend` would return if it is loaded already, else None (never
+    loads: for callers that only want to know, such as the context's view sizing)."""
+    device_name = resolve_device(device)
+    key = (model_path, str(resolve_dtype(dtype, device_name)), device_name, attn_implementation)
+    with _BACKENDS_LOCK:
+        return _BACKENDS.get(key)
 
 
 def clear_local_backends() -> None:

@@ -1,22 +1,38 @@
-"""Tiny vision-language checkpoints built at test time (no hub, no GPU), random or protocol-trained.
+"""Tiny vision-language checkpoints built on the fly (no hub, no GPU), random or protocol-trained,
+for tests that run real `hf:` models through the local backend. Needs only the package's own
+dependencies (torch and transformers, imported when a builder runs, not at import).
 
-Random models (`build_tiny_internvl3`, `build_tiny_qwen2_5_vl`): the weights are noise, but the
-processors, tokenizers, chat templates and image tiling / resizing are the real ones, so token and
-tile counts seen by tests match what a real checkpoint would produce:
+Random models (`build_tiny_internvl3(dir)`, `build_tiny_qwen2_5_vl(dir)`, about a second): the
+weights are noise, so replies are gibberish, but the processors, tokenizers, chat templates and
+image tiling / resizing are the real ones, so token and tile counts match a real checkpoint:
 - InternVL3-hf: 448-px tiles, 14-px patches, 256 image-context tokens per tile;
 - Qwen2.5-VL: `Qwen2VLImageProcessor` (14-px patches, 2x2 merge, temporal patch 2) resizing each
   image with `smart_resize` to sides that are multiples of 28 within `QWEN_MIN_PIXELS` ..
   `QWEN_MAX_PIXELS`; one `<|image_pad|>` token per 28x28 block of the resized image.
 
-Protocol-trained models (`trained_protocol_model(family)`): the same architecture with one
-difference, sliding-window attention (`PROTOCOL_WINDOW` tokens) in the decoder layer, fine-tuned
-on CPU in well under a minute to answer the Zoom-Refine conversation, as the real graph sends it,
-with fixed replies (`PROTOCOL_REPLIES[family]`), so tests can drive the whole graph through the
-real local backend to refine and zoom-again. The window makes each reply a function of the end
-of the prompt before it only, so the replies are exactly the same on any image (a 1-layer model
-with full attention memorises its training images' features and fails on other image sizes).
-Trained checkpoints are cached under `<repo>/.cache/tiny-models/<family>-<key>/` (see
-`protocol_cache_key`); `python tests/tiny_models.py` trains (or finds) both and prints reports.
+Protocol-trained models (`trained_protocol_model(family)` returns a checkpoint folder): the same
+architecture with sliding-window attention (`PROTOCOL_WINDOW` tokens) in the decoder layer,
+fine-tuned on CPU in well under a minute to answer the Zoom-Refine conversation, as the real graph
+sends it, with fixed replies (`PROTOCOL_REPLIES[family]`): the initial answer B with a box on the
+localize prompt, answer A with confidence 0.9 after the crop, and, with `protocol_context(...,
+zoom_again=True)`, a second box inside the crop. InternVL3's boxes are fractions (0-1) of the
+image it was shown (`LOCALIZE_BOX` = 0.6-0.7 of each side); Qwen2.5-VL's are pixels of its
+resized input (`QWEN_LOCALIZE_BOX`, run with `box_format="pixel"`, which `protocol_context` sets).
+The window makes each reply depend only on the end of the prompt before it, so the replies are the
+same on any image::
+
+    from zoom_refine import build_graph
+    from zoom_refine.testing import protocol_context, protocol_inputs, trained_protocol_model
+
+    path = trained_protocol_model("internvl3")
+    context = protocol_context("internvl3", f"hf:{path}")
+    result = build_graph().invoke(protocol_inputs("scene.png"), context=context)
+    assert result["initial_answer"] == "B" and result["answer"] == "A"
+
+Trained checkpoints are cached by recipe (`protocol_cache_key`: this file, the torch and
+transformers versions, the prompts) under `cache_root()`: `$ZOOM_REFINE_TINY_MODEL_CACHE`, else
+`<repo>/.cache/tiny-models/` in a source checkout, else `~/.cache/zoom-refine/tiny-models/`.
+`python -m zoom_refine.testing` trains (or finds) both and prints their reports.
 """
 
 from __future__ import annotations
@@ -34,26 +50,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from PIL import Image, ImageDraw
-from tokenizers import AddedToken, pre_tokenizers
-from transformers import (
-    GotOcr2ImageProcessor,
-    InternVLConfig,
-    InternVLForConditionalGeneration,
-    InternVLProcessor,
-    InternVLVideoProcessor,
-    InternVLVisionConfig,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
-    Qwen2Config,
-    Qwen2Tokenizer,
-    Qwen2VLImageProcessor,
-    Qwen2VLVideoProcessor,
-)
+
+if TYPE_CHECKING:  # imported where used: `import zoom_refine.testing` stays free of torch
+    import torch
+    from transformers import (
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2Tokenizer,
+    )
 
 # The -hf InternVL3 template, as written by transformers' conversion script: every image block
 # becomes one `<IMG_CONTEXT>` line, which InternVLProcessor expands to
@@ -93,16 +102,18 @@ def build_byte_level_tokenizer(
 ) -> Qwen2Tokenizer:
     """Qwen2 tokenizer over byte-level BPE with no merges (one token per byte) plus `specials`,
     numbered after the 256 byte symbols in the order given."""
+    from tokenizers import AddedToken, pre_tokenizers  # a dependency of transformers
+    from transformers import Qwen2Tokenizer
+
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {symbol: index for index, symbol in enumerate(alphabet)}
     vocab.update({token: len(alphabet) + index for index, token in enumerate(specials)})
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"unk_token": None}
     if extra_special_tokens:
         options["extra_special_tokens"] = dict(extra_special_tokens)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
-        unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=chat_template,
@@ -124,6 +135,8 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
 
 def build_tiny_internvl_processor(tokenizer: Qwen2Tokenizer) -> InternVLProcessor:
     """The InternVL3-hf processor: GotOcr2 tiling at 448 px, ImageNet statistics, 12 tiles max."""
+    from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
+
     image_processor = GotOcr2ImageProcessor(
         size={"height": TILE_PX, "width": TILE_PX},
         crop_to_patches=True,
@@ -151,6 +164,14 @@ def build_tiny_internvl3_model(
 ) -> InternVLForConditionalGeneration:
     """A 1-layer vision tower and a 1-layer Qwen2 decoder with tiny widths, seeded weights.
     `sliding_window` (tokens) turns the decoder layer into sliding-window attention."""
+    import torch
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
+
     vocab_size = len(tokenizer)
     text_config = Qwen2Config(
         **_sliding_window_options(sliding_window),
@@ -177,17 +198,25 @@ def build_tiny_internvl3_model(
     config = InternVLConfig(
         vision_config=vision_config,
         text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_token_id=_token_id(tokenizer, "<IMG_CONTEXT>"),
         image_seq_length=IMAGE_SEQ_LENGTH,
         downsample_ratio=0.5,
         tie_word_embeddings=True,
     )
     with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's RNG
         torch.manual_seed(0)
-        model = InternVLForConditionalGeneration(config).eval()
+        model = InternVLForConditionalGeneration(config)
+    model.eval()  # type: ignore[no-untyped-call]
     model.generation_config.eos_token_id = text_config.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _token_id(tokenizer: Qwen2Tokenizer, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(token_id, int):
+        raise TypeError(f"{token!r} is not one token: {token_id}")
+    return token_id
 
 
 def _sliding_window_options(sliding_window: int | None) -> dict[str, Any]:
@@ -289,6 +318,8 @@ def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
 
 def build_tiny_qwen2_5_vl_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProcessor:
     """The real Qwen2.5-VL processor (CLIP statistics) with `QWEN_MIN/MAX_PIXELS`."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
     sizes: dict[str, Any] = {
         "min_pixels": QWEN_MIN_PIXELS,
         "max_pixels": QWEN_MAX_PIXELS,
@@ -296,7 +327,7 @@ def build_tiny_qwen2_5_vl_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProc
         "temporal_patch_size": QWEN_TEMPORAL_PATCH_SIZE,
         "merge_size": QWEN_MERGE_SIZE,
     }
-    return Qwen2_5_VLProcessor(
+    return Qwen2_5_VLProcessor(  # type: ignore[no-untyped-call]
         image_processor=Qwen2VLImageProcessor(**sizes),
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(**sizes),
@@ -310,7 +341,12 @@ def build_tiny_qwen2_5_vl_model(
     """A 2-block vision tower (one windowed, one full attention) and a 1-layer decoder with
     multimodal rotary positions, tiny widths, seeded weights. `sliding_window` (tokens) turns
     the decoder layer into sliding-window attention."""
-    token_id = tokenizer.convert_tokens_to_ids
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    def token_id(token: str) -> int:
+        return _token_id(tokenizer, token)
+
     text_config: dict[str, Any] = {
         **_sliding_window_options(sliding_window),
         "vocab_size": len(tokenizer),
@@ -349,7 +385,8 @@ def build_tiny_qwen2_5_vl_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.eval()  # type: ignore[no-untyped-call]
     model.generation_config.eos_token_id = text_config["eos_token_id"]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -436,7 +473,7 @@ TRAIN_TARGET_LOSS = 0.01
 TRAIN_SEED = 0
 
 CACHE_ENV = "ZOOM_REFINE_TINY_MODEL_CACHE"
-"""Overrides the cache folder (default `<repo>/.cache/tiny-models`)."""
+"""Overrides the cache folder (see `cache_root`)."""
 REPORT_FILE = "protocol_training.json"
 """Written last into a trained checkpoint: steps, seconds, final loss, cache key."""
 
@@ -449,13 +486,13 @@ def protocol_image(size: tuple[int, int], variant: str) -> Image.Image:
     rng = random.Random(variant)
     width, height = size
     background = tuple(rng.randrange(90, 200) for _ in range(3))
-    image = Image.new("RGB", size, background)  # type: ignore[arg-type]
+    image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     for _ in range(12):
         x, y = rng.randrange(width), rng.randrange(height)
         side = rng.randrange(8, max(9, min(size) // 6))
         colour = tuple(rng.randrange(256) for _ in range(3))
-        draw.rectangle((x, y, x + side, y + side), fill=colour)  # type: ignore[arg-type]
+        draw.rectangle((x, y, x + side, y + side), fill=colour)
     draw.rectangle((0.6 * width, 0.6 * height, 0.7 * width, 0.7 * height), fill=(255, 0, 0))
     draw.rectangle((0.1 * width, 0.1 * height, 0.2 * width, 0.2 * height), fill=(0, 0, 255))
     return image
@@ -495,9 +532,8 @@ def protocol_requests(family: Family, image: str | os.PathLike[str] | bytes) -> 
     """The four requests the real graph sends (zooming again once) when the model replies
     `PROTOCOL_REPLIES[family]`, as recorded by a scripted model: LangChain messages, exactly as
     a chat model receives them."""
-    from fakes import ScriptedVisionModel
-
     from zoom_refine import build_graph
+    from zoom_refine.testing.fakes import ScriptedVisionModel
 
     model = ScriptedVisionModel(replies=list(PROTOCOL_REPLIES[family]))
     context = protocol_context(family, model, zoom_again=True)
@@ -538,6 +574,8 @@ def _encode(processor: Any, family: Family, conversation: list[Any], *, generati
 
 def assistant_labels(input_ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
     """Labels for the assistant replies only (their text and closing `<|im_end|>`), -100 elsewhere."""
+    import torch
+
     start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     header = tokenizer.encode("assistant\n", add_special_tokens=False)
@@ -553,6 +591,8 @@ def assistant_labels(input_ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
 
 def greedy_reply(model: Any, processor: Any, family: Family, conversation: list[Any]) -> str:
     """What the local backend would answer (greedy, `PROTOCOL_MAX_NEW_TOKENS`)."""
+    import torch
+
     inputs = _encode(processor, family, conversation, generation=True)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=PROTOCOL_MAX_NEW_TOKENS, do_sample=False)
@@ -582,6 +622,8 @@ def reply_windows(input_ids: torch.Tensor, labels: torch.Tensor, window: int) ->
     tensors of ids and labels. With sliding-window attention over `window` tokens these are all
     the model sees when it writes the reply, so training on them is training on the whole
     conversation. Raises unless every window is plain text (no image token)."""
+    import torch
+
     ids, marks = input_ids[0], labels[0]
     positions = (marks != -100).nonzero().flatten().tolist()
     spans: list[list[int]] = []
@@ -627,12 +669,13 @@ def train_protocol_model(
     replies exactly, else training goes on (checked every `TRAIN_CHECK_EVERY` steps) up to
     `max_steps`, after which it fails with RuntimeError.
     """
+    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from zoom_refine.agent.local_model import to_hf_conversation
+    from zoom_refine.agent.local.model import to_hf_conversation
 
     started = time.perf_counter()
-    processor = AutoProcessor.from_pretrained(base_dir)
+    processor = AutoProcessor.from_pretrained(base_dir)  # type: ignore[no-untyped-call]
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
     window = model.config.get_text_config().sliding_window
     if not window:
@@ -671,7 +714,7 @@ def train_protocol_model(
         return total, exact
 
     def reproduces() -> bool:
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]
         return all(
             greedy_reply(model, processor, family, request) == reply
             for request, reply in zip(held_out, replies, strict=True)
@@ -697,7 +740,7 @@ def train_protocol_model(
         raise RuntimeError(
             f"tiny {family} did not learn the protocol in {max_steps} steps (loss {loss_value:.4f})"
         )
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     loss_value, _ = step_loss(train=False)
     out_dir = pathlib.Path(out_dir)
     model.save_pretrained(out_dir)
@@ -729,19 +772,29 @@ def read_training_report(path: pathlib.Path) -> dict[str, Any]:
 
 # --- the on-disk cache of trained checkpoints -------------------------------------------------
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+"""The source checkout this module runs from (`zoom_refine/testing/` is two levels down), if any."""
 STALE_TEMP_SECONDS = 3600
 
 
 def cache_root() -> pathlib.Path:
+    """Where trained checkpoints are cached: `$ZOOM_REFINE_TINY_MODEL_CACHE` when set; else
+    `<repo>/.cache/tiny-models` when running from a source checkout (an editable install);
+    else `$XDG_CACHE_HOME/zoom-refine/tiny-models` (`~/.cache/...` by default)."""
     override = os.environ.get(CACHE_ENV)
-    return pathlib.Path(override) if override else REPO_ROOT / ".cache" / "tiny-models"
+    if override:
+        return pathlib.Path(override)
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / ".cache" / "tiny-models"
+    user_cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(user_cache) / "zoom-refine" / "tiny-models"
 
 
 def protocol_cache_key(family: Family) -> str:
     """SHA-256 of what a trained checkpoint depends on: this file's source (the recipe), the
     transformers and torch versions, and the text of the training conversations as the graph
     renders them today (so a prompt change in `agent/prompts.py` retrains too)."""
+    import torch
     import transformers
 
     digest = hashlib.sha256()
@@ -807,10 +860,8 @@ def _remove_stale_temporaries(root: pathlib.Path) -> None:
             pass
 
 
-if __name__ == "__main__":  # python tests/tiny_models.py: train (or find) both, print reports
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+def main() -> None:
+    """`python -m zoom_refine.testing`: train (or find) both protocol models, print their reports."""
     for name in FAMILIES:
         location = trained_protocol_model(name)
         print(location, read_training_report(location))

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from zoom_refine.agent.prefix_cache import image_fingerprint
+from zoom_refine.agent.local.prefix_cache import image_fingerprint
 from zoom_refine.tools.lru import LruMap
 
 CACHED_IMAGES = 8

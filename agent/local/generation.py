@@ -1,7 +1,7 @@
 """Greedy generation on a local backend: one conversation, or several in one batch.
 
 - One conversation: it starts from the longest cached prefix of an earlier call (see
-  `agent/prefix_cache.py`), so a refine turn encodes only the crop and prefills only new tokens.
+  `agent/local/prefix_cache.py`), so a refine turn encodes only the crop and prefills only new tokens.
 - Several (micro-batched): each is prefilled on its own, reusing its cached prefix, then all are
   decoded together in one left-padded batch; each row's cache is stored again for its next turn.
 - Without reuse (`reuse=False`, the official-style path): a plain `generate` over the whole
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zoom_refine.agent.local_backend import OUT_OF_MEMORY_HINT, LocalBackend, ModelOutOfMemoryError
-from zoom_refine.agent.prefix_cache import back_off_image, match_key
+from zoom_refine.agent.local.backend import OUT_OF_MEMORY_HINT, LocalBackend, ModelOutOfMemoryError
+from zoom_refine.agent.local.prefix_cache import back_off_image, match_key
 
 HFMessage = dict[str, Any]
 QWEN_MERGE = 4

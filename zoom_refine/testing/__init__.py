@@ -1,0 +1,76 @@
+"""Test helpers for code built on Zoom-Refine: the fakes and tiny models this project's tests use.
+
+- `fakes`: scripted chat models (`ScriptedVisionModel`, `RuleVisionModel`,
+  `ScriptedToolCallingModel`) and `images_in` / `texts_in` to read what a request carried. Pass one
+  as `ZoomContext(model=...)` to run the real graph offline with replies you choose.
+- `tiny_models`: tiny InternVL3 / Qwen2.5-VL checkpoints built on CPU, random
+  (`build_tiny_internvl3`, `build_tiny_qwen2_5_vl`) or trained to follow the Zoom-Refine protocol
+  (`trained_protocol_model`, cached on disk), to exercise the local `hf:` backend for real.
+
+Importing this package does not import torch or transformers; the tiny-model builders do, when
+called. Box numbers in scripted replies are `[x1, y1, x2, y2]`, by default fractions (0-1) of the
+image the model was shown (see `ZoomContext.box_format`)::
+
+    from zoom_refine import ZoomContext, build_graph
+    from zoom_refine.testing import ScriptedVisionModel
+
+    model = ScriptedVisionModel(replies=[
+        "Answer: B\\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+        "Rechecked Answer: A\\nConfidence: 0.9",
+    ])
+    result = build_graph().invoke(
+        {"image": "scene.png", "question": "Which colour?", "options": ["red", "blue"]},
+        context=ZoomContext(model=model),
+    )
+    assert result["answer"] == "A"
+"""
+
+from __future__ import annotations
+
+from zoom_refine.testing.fakes import (
+    RuleVisionModel,
+    ScriptedToolCallingModel,
+    ScriptedVisionModel,
+    images_in,
+    texts_in,
+)
+from zoom_refine.testing.tiny_models import (
+    FAMILIES,
+    PROTOCOL_ANSWER,
+    PROTOCOL_INITIAL_ANSWER,
+    PROTOCOL_OPTIONS,
+    PROTOCOL_QUESTION,
+    PROTOCOL_REPLIES,
+    Family,
+    build_tiny_internvl3,
+    build_tiny_qwen2_5_vl,
+    cache_root,
+    protocol_context,
+    protocol_image,
+    protocol_image_png,
+    protocol_inputs,
+    trained_protocol_model,
+)
+
+__all__ = [
+    "FAMILIES",
+    "PROTOCOL_ANSWER",
+    "PROTOCOL_INITIAL_ANSWER",
+    "PROTOCOL_OPTIONS",
+    "PROTOCOL_QUESTION",
+    "PROTOCOL_REPLIES",
+    "Family",
+    "RuleVisionModel",
+    "ScriptedToolCallingModel",
+    "ScriptedVisionModel",
+    "build_tiny_internvl3",
+    "build_tiny_qwen2_5_vl",
+    "cache_root",
+    "images_in",
+    "protocol_context",
+    "protocol_image",
+    "protocol_image_png",
+    "protocol_inputs",
+    "texts_in",
+    "trained_protocol_model",
+]
