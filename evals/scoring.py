@@ -406,19 +406,23 @@ def _cycle_means(
         cycle: {name: tally.accuracy for name, tally in _tally(benchmark, rows).items()}
         for cycle, rows in sorted(by_cycle.items())
     }
-    means: dict[str, float | None] = {}
-    for name in tallies:
+    means: dict[str, float] = {}
+    for name in tallies:  # a group with no cycled row (only bad rows) has no cycle mean
         values = [acc[name] for acc in cycles.values() if acc.get(name) is not None]
-        means[name] = (
-            math.fsum(v for v in values if v is not None) / len(values) if values else None
-        )
-    equal = all(
-        means[name] is not None
-        and tally.accuracy is not None
-        and math.isclose(means[name] or 0.0, tally.accuracy, abs_tol=1e-12)
-        for name, tally in tallies.items()
-    )
-    return {"cycle_mean": means, "cycles": cycles, "cycle_mean_equals_plain": equal}
+        if values:
+            means[name] = math.fsum(v for v in values if v is not None) / len(values)
+    differs = [
+        name
+        for name, mean in means.items()
+        if tallies[name].accuracy is None
+        or not math.isclose(mean, tallies[name].accuracy or 0.0, abs_tol=1e-12)
+    ]
+    return {
+        "cycle_mean": means,
+        "cycles": cycles,
+        "cycle_mean_equals_plain": not differs,
+        "cycle_mean_differs": differs,
+    }
 
 
 def _subtask_means(tallies: dict[str, _Tally]) -> dict[str, float | None]:

@@ -83,8 +83,13 @@ def _footer(summary: Mapping[str, Any], show: Sequence[str]) -> list[str]:
             info = methods[method]
             means = info.get("cycle_mean", {})
             parts = ", ".join(f"{name} {_percent(value)}" for name, value in means.items())
-            agree = "equal to" if info.get("cycle_mean_equals_plain") else "DIFFERENT from"
-            lines.append(f"mean over cycles, {method}: {parts} ({agree} plain accuracy)")
+            differs = info.get("cycle_mean_differs") or []
+            agree = (
+                f"differs from plain accuracy in {', '.join(differs)}"
+                if differs
+                else "equal to plain accuracy"
+            )
+            lines.append(f"mean over cycles, {method}: {parts} ({agree})")
     for method in show:
         info = methods[method]
         lines.append(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -273,3 +275,29 @@ def test_backend_is_loaded_once_per_process(tiny_internvl_path: pathlib.Path) ->
     assert second.load() is backend
     assert load_local_backend(str(tiny_internvl_path), "float32", "cpu", "sdpa") is backend
     assert not backend.model.training
+
+
+@pytest.mark.slow
+def test_a_local_run_logs_no_cache_deprecation_warning(trained_internvl_path: pathlib.Path) -> None:
+    """The engine reads a generate output's `cache` (transformers 5), not `past_key_values`,
+    whose getter logs a deprecation warning on every local run. In a fresh process, since
+    transformers logs each warning once per process."""
+    script = (
+        "import sys; from zoom_refine import build_graph;"
+        "from zoom_refine.testing import protocol_context, protocol_image_png, PROTOCOL_QUESTION,"
+        " PROTOCOL_OPTIONS;"
+        "ctx = protocol_context('internvl3', 'hf:' + sys.argv[1]);"
+        "r = build_graph().invoke({'image': protocol_image_png((448, 448), 'w'),"
+        " 'question': PROTOCOL_QUESTION, 'options': list(PROTOCOL_OPTIONS)}, context=ctx,"
+        " config={'recursion_limit': 10});"
+        "print(len(r['steps']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(trained_internvl_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"  # localize and refine both ran (prefix reuse included)
+    assert "deprecated" not in done.stderr, done.stderr

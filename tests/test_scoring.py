@@ -247,6 +247,21 @@ def test_hr_bench_cycle_mean_differs_on_unequal_cycles() -> None:
     assert result["cycle_mean_equals_plain"] is False
 
 
+def test_rows_without_a_cycle_get_no_cycle_mean_and_no_false_difference() -> None:
+    """A bad row has no category and no cycle: its `(unknown)` group has no cycle mean, so the
+    table neither prints `(unknown) —` nor calls the groups that agree different; only the
+    groups that truly differ (overall, which counts the bad row as wrong) are named."""
+    rows = [*hr_fixture(), wrong("bad")]  # no category, no cycle
+    result = summarize("hr-bench", rows)["methods"]["baseline"]
+    assert "(unknown)" in result["groups"] and "(unknown)" not in result["cycle_mean"]
+    assert result["cycle_mean_differs"] == ["overall"]
+    line = next(
+        line for line in format_table(summarize("hr-bench", rows)).splitlines() if "cycles" in line
+    )
+    assert "(unknown)" not in line and "—" not in line
+    assert line.endswith("(differs from plain accuracy in overall)")
+
+
 # --- MME-RealWorld -------------------------------------------------------------------------------
 
 

@@ -128,7 +128,7 @@ def generate(
             cached, tiles = _prefill_suffix(backend, inputs, cache, length)
             output = _run_generate(backend, _text_only(inputs), request, cache)
         sequence = output.sequences[0]
-        cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+        cache = output_cache(output)
         if reuse and cache is not None and image_token_id is not None:
             covered = sequence[: cache.get_seq_length()]
             backend.prefix_cache.put(match_key(covered, image_token_id, fingerprints), cache)
@@ -201,7 +201,7 @@ def generate_rows(backend: LocalBackend, requests: Sequence[GenerationRequest]) 
         rows = [_prefill_row(backend, request, image_token_id) for request in requests]
         ids, mask, cache, pads = _merge_rows(backend, rows)
         output = _run_generate(backend, {"input_ids": ids, "attention_mask": mask}, first, cache)
-        merged = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+        merged = output_cache(output)
         width = int(ids.shape[1])
         generations = []
         for index, (row, request) in enumerate(zip(rows, requests, strict=True)):
@@ -410,6 +410,15 @@ def _take_prefix(backend: LocalBackend, ids: Any, key: Any) -> tuple[Any, int] |
     if sliding and usable < entry.cache.get_seq_length():
         return None
     return entry.cache, length
+
+
+def output_cache(output: Any) -> Any:
+    """The key/value cache a `generate` or forward output holds: its `cache` field (transformers
+    5); `past_key_values` only where no such field exists, since reading that name on newer
+    outputs logs a deprecation warning on every run."""
+    if "cache" in getattr(type(output), "__dataclass_fields__", {}):
+        return output.cache
+    return getattr(output, "past_key_values", None)
 
 
 def _prefill_suffix(backend: LocalBackend, inputs: Any, cache: Any, length: int) -> tuple[int, int]:
