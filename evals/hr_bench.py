@@ -8,61 +8,48 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zoom_refine.evals.readers import (
-    _answer_letter,
-    _check_dataset_file,
-    _Draft,
-    _embedded_samples,
-    _letter_columns,
-    _Located,
-    _looks_like_json,
-    _parquet_rows,
-    _ParquetRereader,
-    _raise_csv_field_limit,
-    _read_tsv_header,
-    _required_text,
-    _single_file,
-    _starts_with,
-    _TableRow,
-    _tsv_rows,
-    _TsvRereader,
-)
+from zoom_refine.evals.embedded_images import embedded_samples
+from zoom_refine.evals.parquet_rows import ParquetRereader, parquet_rows
+from zoom_refine.evals.readers import Draft, TableRow, answer_letter, letter_columns, required_text
 from zoom_refine.evals.samples import BadRow, Sample
+from zoom_refine.evals.sniffing import Located, looks_like_json, single_file, starts_with
+from zoom_refine.evals.text_encoding import check_dataset_file
+from zoom_refine.evals.tsv import TsvRereader, raise_csv_field_limit, read_tsv_header, tsv_rows
 from zoom_refine.tools.errors import InvalidInputError
 
 _HR_REQUIRED = ("index", "question", "answer", "A", "B", "image", "category", "cycle_category")
 _HR_TSV = "an HR-Bench TSV (hr_bench_4k.tsv / hr_bench_8k.tsv)"
 
 
-def locate(path: Path) -> _Located:
+def locate(path: Path) -> Located:
     """The layout of the HR-Bench file at `path` (a file, or a folder holding one)."""
     if path.is_dir():
-        path = _single_file(path, (".tsv", ".parquet"), "HR-Bench", "hr_bench_4k.tsv")
-    _check_dataset_file(path)
-    if path.suffix.lower() == ".parquet" or _starts_with(path, b"PAR1"):
-        return _Located("parquet", path, path.parent)
-    if path.suffix.lower() in (".json", ".jsonl") or _looks_like_json(path):
+        path = single_file(path, (".tsv", ".parquet"), "HR-Bench", "hr_bench_4k.tsv")
+    check_dataset_file(path)
+    if path.suffix.lower() == ".parquet" or starts_with(path, b"PAR1"):
+        return Located("parquet", path, path.parent)
+    if path.suffix.lower() in (".json", ".jsonl") or looks_like_json(path):
         raise InvalidInputError(
             f"{path} is JSON, not an HR-Bench file; pass hr_bench_4k.tsv, hr_bench_8k.tsv "
             "or a parquet export of them"
         )
-    return _Located("tsv", path, path.parent)
+    return Located("tsv", path, path.parent)
 
 
-def load(located: _Located) -> Iterator[Sample | BadRow]:
+def load(located: Located) -> Iterator[Sample | BadRow]:
     """The samples of a located HR-Bench file; the file is checked here, before anything is
     yielded."""
     if located.layout == "tsv":
-        _raise_csv_field_limit()
-        header = _read_tsv_header(located.file, _HR_REQUIRED, _HR_TSV)
-        rows = _tsv_rows(located.file, header)
-        reread: Callable[[Any], Any] = _TsvRereader(located.file, header)
-        return _embedded_samples(rows, _hr_draft, reread, layout=located.layout)
+        raise_csv_field_limit()
+        header = read_tsv_header(located.file, _HR_REQUIRED, _HR_TSV)
+        rows = tsv_rows(located.file, header)
+        reread: Callable[[Any], Any] = TsvRereader(located.file, header)
+        return embedded_samples(rows, _hr_draft, reread, layout=located.layout)
     _check_parquet(located.file)
-    return _embedded_samples(
-        _parquet_rows(located.file),
+    return embedded_samples(
+        parquet_rows(located.file),
         _hr_draft,
-        _ParquetRereader(located.file),
+        ParquetRereader(located.file),
         layout="parquet",
     )
 
@@ -84,13 +71,13 @@ def _check_parquet(path: Path) -> None:
         raise InvalidInputError(f"{path} has no rows (re-download or re-export it)")
 
 
-def _hr_draft(row: _TableRow) -> _Draft:
+def _hr_draft(row: TableRow) -> Draft:
     """HR-Bench: `question`, options `A`–`D`, `answer` letter, `category`, `cycle_category`."""
     cells = row.cells
-    question = _required_text(cells, "question")
-    options = _letter_columns(cells)
-    answer = _answer_letter(cells.get("answer", ""), options)
+    question = required_text(cells, "question")
+    options = letter_columns(cells)
+    answer = answer_letter(cells.get("answer", ""), options)
     fields = {
         name: cells[name].strip() for name in ("category", "cycle_category") if cells.get(name)
     }
-    return _Draft(row.id, question, options, answer, fields, dict(cells))
+    return Draft(row.id, question, options, answer, fields, dict(cells))

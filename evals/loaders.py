@@ -1,5 +1,6 @@
 """Streaming loaders for HR-Bench, MME-RealWorld and V* Bench: the public entry points, which pick
-the benchmark's module (`hr_bench`, `mme_realworld`, `vstar`; shared readers in `readers`).
+the benchmark's module (`hr_bench`, `mme_realworld`, `vstar`; they share `sniffing`,
+`text_encoding`, `tsv`, `parquet_rows`, `embedded_images` and `readers`, rows and cells).
 
 `load_samples(benchmark, path)` detects the layout from `path` and yields one `Sample` per question,
 or a `BadRow` for a row that cannot become one (missing column, unreadable image cell, unknown
@@ -7,7 +8,7 @@ answer letter, missing image file, duplicate id, an image path outside the datas
 opening a quote that never closes, bytes that are not UTF-8, a NUL character in the id or the
 question or option text); a bad row never stops the run. Every row yields exactly one item, and
 no two items share an id: a row whose id is missing, unusable or already taken is labelled by
-where it is (`0 @ line 5`, `line 7`, `item 4`; see `readers._Ids`). A file of the wrong format, an
+where it is (`0 @ line 5`, `line 7`, `item 4`; see `readers.Ids`). A file of the wrong format, an
 empty one, one in UTF-16 / UTF-32, or one whose first 64 KiB are not UTF-8 raises
 `InvalidInputError` when `load_samples` is called, before anything is yielded.
 
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from zoom_refine.evals import hr_bench, mme_realworld, vstar
-from zoom_refine.evals.readers import _Located
 from zoom_refine.evals.samples import BENCHMARKS, BadRow, Benchmark, Sample
+from zoom_refine.evals.sniffing import Located
 from zoom_refine.tools.errors import InvalidInputError
 
 LAYOUTS: dict[Benchmark, tuple[str, ...]] = {
@@ -109,7 +110,7 @@ def dataset_fingerprint(path: Path | str) -> str:
 # --- layout detection ----------------------------------------------------------------------------
 
 
-def _locate(benchmark: Benchmark, path: Path) -> _Located:
+def _locate(benchmark: Benchmark, path: Path) -> Located:
     if benchmark not in BENCHMARKS:
         raise InvalidInputError(
             f"unknown benchmark {benchmark!r}; use one of: {', '.join(BENCHMARKS)}"

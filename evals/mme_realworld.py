@@ -12,31 +12,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zoom_refine.evals.embedded_images import embedded_samples
 from zoom_refine.evals.readers import (
-    _PREFIXED_OPTION,
-    _answer_letter,
-    _check_dataset_file,
-    _Draft,
-    _embedded_samples,
-    _head,
-    _Ids,
-    _inside_root,
-    _letter_columns,
-    _Located,
-    _looks_like_json,
-    _not_utf8_error,
-    _raise_csv_field_limit,
-    _read_tsv_header,
-    _refuse_nul,
-    _required_text,
-    _RowError,
-    _single_file,
-    _starts_with,
-    _TableRow,
-    _tsv_rows,
-    _TsvRereader,
+    PREFIXED_OPTION,
+    Draft,
+    Ids,
+    RowError,
+    TableRow,
+    answer_letter,
+    inside_root,
+    letter_columns,
+    refuse_nul,
+    required_text,
 )
 from zoom_refine.evals.samples import BadRow, Sample
+from zoom_refine.evals.sniffing import Located, file_head, looks_like_json, single_file, starts_with
+from zoom_refine.evals.text_encoding import check_dataset_file, not_utf8_error
+from zoom_refine.evals.tsv import TsvRereader, raise_csv_field_limit, read_tsv_header, tsv_rows
 from zoom_refine.tools.errors import InvalidInputError
 
 _LITERAL_MAX_CHARS = 100_000
@@ -46,57 +38,57 @@ _MME_OPTIONS_COLUMN = "multi-choice options"
 _MME_TSV = "a VLMEvalKit MME-RealWorld TSV"
 
 
-def locate(path: Path) -> _Located:
+def locate(path: Path) -> Located:
     """The layout of the MME-RealWorld file at `path` (a file, or a folder holding one)."""
     if path.is_dir():
-        path = _single_file(path, (".json", ".tsv"), "MME-RealWorld", "MME_RealWorld.json")
-    _check_dataset_file(path)
-    if path.suffix.lower() == ".json" or _looks_like_json(path):
-        return _Located("json", path, path.parent)
-    if path.suffix.lower() == ".parquet" or _starts_with(path, b"PAR1"):
+        path = single_file(path, (".json", ".tsv"), "MME-RealWorld", "MME_RealWorld.json")
+    check_dataset_file(path)
+    if path.suffix.lower() == ".json" or looks_like_json(path):
+        return Located("json", path, path.parent)
+    if path.suffix.lower() == ".parquet" or starts_with(path, b"PAR1"):
         raise InvalidInputError(
             f"{path} is parquet; MME-RealWorld is read from its official JSON (with the images "
             "beside it) or a VLMEvalKit TSV"
         )
-    _raise_csv_field_limit()
+    raise_csv_field_limit()
     header = _read_header(path)
     has_letters = "A" in header and "B" in header
-    return _Located("tsv" if has_letters else "tsv-lite", path, path.parent)
+    return Located("tsv" if has_letters else "tsv-lite", path, path.parent)
 
 
-def load(located: _Located) -> Iterator[Sample | BadRow]:
+def load(located: Located) -> Iterator[Sample | BadRow]:
     """The samples of a located MME-RealWorld file; the file is checked here, before anything is
     yielded."""
     if located.layout in ("tsv", "tsv-lite"):
-        _raise_csv_field_limit()
+        raise_csv_field_limit()
         header = _read_header(located.file)
-        rows = _tsv_rows(located.file, header)
-        reread: Callable[[Any], Any] = _TsvRereader(located.file, header)
-        return _embedded_samples(rows, _mme_tsv_draft, reread, layout=located.layout)
+        rows = tsv_rows(located.file, header)
+        reread: Callable[[Any], Any] = TsvRereader(located.file, header)
+        return embedded_samples(rows, _mme_tsv_draft, reread, layout=located.layout)
     items = _read_mme_json(located.file)
     return _mme_json_samples(items, located.root)
 
 
 def _read_header(path: Path) -> list[str]:
-    return _read_tsv_header(path, _MME_TSV_REQUIRED, _MME_TSV, _MME_OPTIONS_COLUMN)
+    return read_tsv_header(path, _MME_TSV_REQUIRED, _MME_TSV, _MME_OPTIONS_COLUMN)
 
 
 # --- VLMEvalKit TSV -------------------------------------------------------------------------------
 
 
-def _mme_tsv_draft(row: _TableRow) -> _Draft:
+def _mme_tsv_draft(row: TableRow) -> Draft:
     """VLMEvalKit MME-RealWorld: options from `A`–`E`, else the `multi-choice options` cell (a list
     literal in the Lite file; "The choices are listed below:\\n(A) …" text in the others);
     `category` is "Task/Subtask" and `l2-category` the fine category."""
     cells = row.cells
-    question = _required_text(cells, "question")
-    options = _letter_columns(cells)
+    question = required_text(cells, "question")
+    options = letter_columns(cells)
     if not options:
         raw = cells.get(_MME_OPTIONS_COLUMN, "")
         if not raw.strip():
-            raise _RowError("row has no options (empty A…E and multi-choice options cells)")
+            raise RowError("row has no options (empty A…E and multi-choice options cells)")
         options = _prefixed_options(_option_list(raw))
-    answer = _answer_letter(cells.get("answer", ""), options)
+    answer = answer_letter(cells.get("answer", ""), options)
     fields: dict[str, str] = {}
     task, _, subtask = cells.get("category", "").strip().partition("/")
     if task:
@@ -105,7 +97,7 @@ def _mme_tsv_draft(row: _TableRow) -> _Draft:
         fields["subtask"] = subtask
     if cells.get("l2-category", "").strip():
         fields["category"] = cells["l2-category"].strip()
-    return _Draft(row.id, question, options, answer, fields, dict(cells))
+    return Draft(row.id, question, options, answer, fields, dict(cells))
 
 
 def _option_list(raw: str) -> list[str]:
@@ -114,38 +106,38 @@ def _option_list(raw: str) -> list[str]:
     text = raw.strip()
     if not text.startswith("["):
         lines = [line.strip() for line in text.splitlines()]
-        found = [line for line in lines if _PREFIXED_OPTION.match(line)]
+        found = [line for line in lines if PREFIXED_OPTION.match(line)]
         if not found:
-            raise _RowError("options cell is neither a list literal nor '(A) …' lines")
+            raise RowError("options cell is neither a list literal nor '(A) …' lines")
         return found
     if len(text) > _LITERAL_MAX_CHARS:
-        raise _RowError(f"options list is {len(text):,} characters long; refusing to parse it")
+        raise RowError(f"options list is {len(text):,} characters long; refusing to parse it")
     try:
         value: Any = json.loads(text)
     except (ValueError, RecursionError):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
-            raise _RowError(
+            raise RowError(
                 f"options cell is not a list literal ({type(error).__name__})"
             ) from error
     if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
-        raise _RowError("options cell is not a list of strings")
+        raise RowError("options cell is not a list of strings")
     return list(value)
 
 
 def _prefixed_options(items: list[Any]) -> dict[str, str]:
     """`["(A) red", "(B) blue"]` → {"A": "red", "B": "blue"}: letters kept as given."""
     if not isinstance(items, list) or not items:
-        raise _RowError("options are missing or not a list")
+        raise RowError("options are missing or not a list")
     options: dict[str, str] = {}
     for position, item in enumerate(items, start=1):
-        match = _PREFIXED_OPTION.match(item) if isinstance(item, str) else None
+        match = PREFIXED_OPTION.match(item) if isinstance(item, str) else None
         if match is None:
-            raise _RowError(f"option {position} ({str(item)[:40]!r}) lacks an '(A) ' prefix")
+            raise RowError(f"option {position} ({str(item)[:40]!r}) lacks an '(A) ' prefix")
         letter, text = match.group(1), match.group(2).strip()
         if letter in options:
-            raise _RowError(f"option letter {letter} appears twice")
+            raise RowError(f"option letter {letter} appears twice")
         options[letter] = text
     return options
 
@@ -157,7 +149,7 @@ def _read_mme_json(path: Path) -> list[Any]:
     """The whole annotation list. The official file is ~10–30 MB of text (no images), so it is
     read with `json.load` at once; a sniff of its head first refuses files that are not it (e.g.
     the MME-RealWorld-Base64 JSON, gigabytes of embedded images) before anything big is parsed."""
-    head = _head(path).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    head = file_head(path).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not head.startswith("["):
         raise InvalidInputError(
             f"{path} is not the MME-RealWorld annotation JSON (expected a JSON list of "
@@ -177,7 +169,7 @@ def _read_mme_json(path: Path) -> list[Any]:
     try:
         items = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise _not_utf8_error(path, data, error.start) from error
+        raise not_utf8_error(path, data, error.start) from error
     except json.JSONDecodeError as error:
         raise InvalidInputError(
             f"{path} is not valid JSON ({error.msg} at line {error.lineno}); re-download it"
@@ -190,7 +182,7 @@ def _read_mme_json(path: Path) -> list[Any]:
 
 
 def _mme_json_samples(items: list[Any], root: Path) -> Iterator[Sample | BadRow]:
-    ids = _Ids()
+    ids = Ids()
     for number, item in enumerate(items, start=1):
         claimed = _claim_item(item, f"item {number}", ids)
         if isinstance(claimed, BadRow):
@@ -198,11 +190,11 @@ def _mme_json_samples(items: list[Any], root: Path) -> Iterator[Sample | BadRow]
             continue
         try:
             yield _mme_json_sample(claimed, item, root, number)
-        except _RowError as error:
+        except RowError as error:
             yield BadRow(claimed, str(error))
 
 
-def _claim_item(item: Any, where: str, ids: _Ids) -> str | BadRow:
+def _claim_item(item: Any, where: str, ids: Ids) -> str | BadRow:
     """The item's Question_id, now taken; or its BadRow, under a label when it has no usable
     Question_id or an earlier item holds it."""
     if not isinstance(item, dict):
@@ -223,14 +215,14 @@ def _claim_item(item: Any, where: str, ids: _Ids) -> str | BadRow:
 def _mme_json_sample(sample_id: str, item: dict[str, Any], root: Path, number: int) -> Sample:
     missing = [key for key in _MME_JSON_REQUIRED if key not in item]
     if missing:
-        raise _RowError(f"missing field(s): {', '.join(missing)}")
+        raise RowError(f"missing field(s): {', '.join(missing)}")
     question = str(item["Text"]).strip()
     if not question:
-        raise _RowError("empty Text")
+        raise RowError("empty Text")
     options = _prefixed_options(item["Answer choices"])
-    _refuse_nul(question, options)
-    answer = _answer_letter(item["Ground truth"], options)
-    image = _inside_root(root, item["Image"])
+    refuse_nul(question, options)
+    answer = answer_letter(item["Ground truth"], options)
+    image = inside_root(root, item["Image"])
     fields = {
         name: str(item[key]).strip()
         for name, key in (("task", "Task"), ("subtask", "Subtask"), ("category", "Category"))

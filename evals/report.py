@@ -25,6 +25,10 @@ from zoom_refine.tools.images import load_image
 from zoom_refine.tools.overlay import draw_boxes
 
 THUMBNAIL_SIDE = 360
+NO_CONFIG = "no config.json in {path} (it is written when `zoom-refine eval` starts)"
+BAD_CONFIG = (
+    "{path} cannot be read ({error}): run the same `zoom-refine eval` command again to rewrite it"
+)
 NO_PREDICTIONS = "no predictions.jsonl in {folder} (run `zoom-refine eval … --out {folder}` first)"
 
 
@@ -36,10 +40,23 @@ def merge_runs(folders: Iterable[Path]) -> tuple[dict[str, Any], list[dict[str, 
         path = folder / "predictions.jsonl"
         if not path.exists():
             raise InvalidInputError(NO_PREDICTIONS.format(folder=folder))
-        config = config or json.loads((folder / "config.json").read_text())
+        config = config or _read_config(folder)
         for record in PredictionStore(path, read_only=True):  # the run may still be going
             records[(record["id"], record["method"])] = record
     return config, list(records.values())
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InvalidInputError(NO_CONFIG.format(path=path)) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInputError(BAD_CONFIG.format(path=path, error=error)) from error
+    if not isinstance(config, dict) or "benchmark" not in config:
+        raise InvalidInputError(BAD_CONFIG.format(path=path, error="no benchmark named"))
+    return config
 
 
 def write_report(folders: list[Path]) -> tuple[str, Path, Path]:

@@ -27,6 +27,7 @@ from langchain_core.language_models import BaseChatModel
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
 from zoom_refine.evals.prompts import benchmark_prompt
+from zoom_refine.evals.run_config import resumed_config, write_config_file
 from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.evals.scoring import summarize
@@ -34,6 +35,7 @@ from zoom_refine.evals.store import (
     FULL_DISK_REASONS,
     PredictionStore,
     StorageError,
+    replace_json,
     storage_errors,
 )
 from zoom_refine.graphs.baseline import build_baseline_graph
@@ -69,6 +71,28 @@ class EvalPlan:
     """Also checkpoint every run into this SQLite file, each run in a new thread
     (`run_thread_id`: `<method>:<id>:<uuid>`, recorded as the prediction's `thread_id`), for
     `zoom-refine trace`."""
+    resume_anyway: bool = False
+    """Resume into `out` even when its config.json records other result-changing settings (a
+    different model, --max-hops, dataset, …; see `evals.run_config`): the new predictions join
+    the old ones, and config.json keeps the earlier settings in `previous_configs`. Off, such a
+    run is refused before it writes anything."""
+    _fingerprint: tuple[tuple[Path, int, int], str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """((data, size, mtime), its `dataset_fingerprint`): the CLI checks the settings before its
+    progress bar and `run_eval` again, and a large dataset takes seconds to hash, so the second
+    reuses the first's; `run_eval` then forgets it (a plan run again hashes again)."""
+
+    def dataset_sha256(self) -> str:
+        """`dataset_fingerprint(data)`, reused while `data`'s size and mtime are unchanged."""
+        try:
+            status = self.data.stat()
+            key = (self.data, status.st_size, status.st_mtime_ns)
+        except OSError:
+            return dataset_fingerprint(self.data)  # its own error names the path
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, dataset_fingerprint(self.data))
+        return self._fingerprint[1]
 
 
 @dataclass
@@ -134,11 +158,14 @@ def _run_eval_locked(
     on_record: Callable[[dict[str, Any], Progress], None] | None,
 ) -> dict[str, Any]:
     """`run_eval` holding the folder's lock: this process alone writes it, so opening the store
-    may repair a torn tail and `--retry-errors` may rewrite the file."""
+    may repair a torn tail and `--retry-errors` may rewrite the file. First of all, before either,
+    a resume with other result-changing settings is refused (`check_resume`)."""
+    config = check_resume(plan, context)
+    plan._fingerprint = None
     store = PredictionStore(plan.out / "predictions.jsonl")
     if plan.retry_errors:
         store.drop_errors()
-    write_config(plan, context)
+    write_config(plan, context, config)
     with ExitStack() as stack:
         saver = (
             stack.enter_context(open_saver(plan.trace_db, create=True)) if plan.trace_db else None
@@ -149,7 +176,7 @@ def _run_eval_locked(
         }
         _run_all(plan, context, store, graphs, on_record, traced=saver is not None)
     summary = summarize(plan.benchmark, list(store), extractor=plan.extractor)
-    (plan.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    replace_json(plan.out / "summary.json", summary)
     return summary
 
 
@@ -318,8 +345,25 @@ def image_reference(image: str | bytes) -> str:
     return str(image)
 
 
-def write_config(plan: EvalPlan, context: ZoomContext) -> None:
-    """config.json: what produced these predictions. No API keys: the model is a spec or a name."""
+def check_resume(plan: EvalPlan, context: ZoomContext) -> dict[str, Any]:
+    """The config.json this run is to write, or `RunSettingsChangedError` (one line, old → new)
+    when `plan.out` already holds predictions made with other result-changing settings and
+    `plan.resume_anyway` is off. Writes nothing: call it holding the folder's lock, before the
+    store is opened (see `evals.run_config`)."""
+    return resumed_config(plan.out, run_config(plan, context), resume_anyway=plan.resume_anyway)
+
+
+def write_config(
+    plan: EvalPlan, context: ZoomContext, config: dict[str, Any] | None = None
+) -> None:
+    """config.json: what produced these predictions (`config`, from `check_resume`, else this
+    run's own settings), replaced atomically. No API keys: the model is a spec or a name."""
+    write_config_file(plan.out, config if config is not None else run_config(plan, context))
+
+
+def run_config(plan: EvalPlan, context: ZoomContext) -> dict[str, Any]:
+    """This run's settings as config.json records them (plain JSON values, so they compare equal
+    to a config read back): what `evals.run_config` compares on a resume."""
     settings = {
         item.name: getattr(context, item.name)
         for item in dataclasses.fields(context)
@@ -329,17 +373,18 @@ def write_config(plan: EvalPlan, context: ZoomContext) -> None:
     config = {
         "benchmark": plan.benchmark,
         "data": str(plan.data),
-        "dataset_sha256": dataset_fingerprint(plan.data),
+        "dataset_sha256": plan.dataset_sha256(),
         "methods": list(plan.methods),
         "shard": f"{plan.shard[0]}/{plan.shard[1]}",
         "limit": plan.limit,
         "extractor": plan.extractor,
+        "bad_rows": plan.bad_rows,
         "model": model,
         "context": settings,
         "zoom_refine_version": version("zoom-refine"),
     }
-    plan.out.mkdir(parents=True, exist_ok=True)
-    (plan.out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    plan_config: dict[str, Any] = json.loads(json.dumps(config, default=str))
+    return plan_config
 
 
 def _model_name(model: BaseChatModel) -> str:

@@ -315,7 +315,7 @@ def mme_category(category: str) -> str:
     return category
 
 
-def _group_order(benchmark: Benchmark, name: str) -> tuple[Any, ...]:
+def group_order(benchmark: Benchmark, name: str) -> tuple[Any, ...]:
     def rank(value: str, order: Sequence[str]) -> tuple[int, str]:
         return (order.index(value), "") if value in order else (len(order), value)
 
@@ -340,7 +340,7 @@ def _tally(benchmark: Benchmark, items: Iterable[Scored]) -> dict[str, _Tally]:
         tallies["overall"].add(item)
         for name, level in group_names(benchmark, item.fields):
             tallies.setdefault(name, _Tally(level)).add(item)
-    ordered = sorted(tallies, key=lambda name: _group_order(benchmark, name))
+    ordered = sorted(tallies, key=lambda name: group_order(benchmark, name))
     return {name: tallies[name] for name in ordered}
 
 
@@ -363,7 +363,8 @@ def summarize(
     for item in scored:
         by_method[item.method].append(item)
     methods = {
-        method: _method_summary(benchmark, by_method[method]) for method in _ordered(by_method)
+        method: _method_summary(benchmark, by_method[method])
+        for method in ordered_methods(by_method)
     }
     return {
         "benchmark": benchmark,
@@ -375,7 +376,7 @@ def summarize(
     }
 
 
-def _ordered(methods: Iterable[str]) -> list[str]:
+def ordered_methods(methods: Iterable[str]) -> list[str]:
     present = set(methods)
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 

@@ -14,6 +14,7 @@ character escaped, so it reads back as the same strings instead of failing the r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -181,3 +182,21 @@ def _write_line(descriptor: int, line: bytes) -> None:
     except OSError:
         os.ftruncate(descriptor, start)
         raise
+
+
+def replace_json(path: Path, value: Any) -> None:
+    """Write `value` as indented JSON to `path` atomically (a temporary file, fsynced, renamed
+    over it): a run stopped mid-write (a full disk, a kill) leaves the old file or the new one,
+    never a torn one that readers would choke on. An OSError names `path`, not the temporary."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    data = json.dumps(value, indent=2, default=str).encode()
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zoom_refine.evals.scoring import _group_order, _ordered
+from zoom_refine.evals.scoring import group_order, ordered_methods
 
 
 def format_table(summary: Mapping[str, Any], *, detail: bool = False) -> str:
@@ -15,7 +15,7 @@ def format_table(summary: Mapping[str, Any], *, detail: bool = False) -> str:
     MME-RealWorld's per-category rows appear only with `detail`."""
     methods: dict[str, Any] = summary.get("methods", {})
     benchmark = summary.get("benchmark")
-    show = _ordered(methods)
+    show = ordered_methods(methods)
     hide_categories = benchmark == "mme-realworld" and not detail
     names: list[str] = []
     for method in show:
@@ -23,7 +23,7 @@ def format_table(summary: Mapping[str, Any], *, detail: bool = False) -> str:
             if name not in names and not (hide_categories and group["level"] == "category"):
                 names.append(name)
     if benchmark in ("hr-bench", "vstar", "mme-realworld"):
-        names.sort(key=lambda name: _group_order(benchmark, name))
+        names.sort(key=lambda name: group_order(benchmark, name))
     diff = "baseline" in methods and "zoom-refine" in methods
     header = ["group", *show, *(["diff"] if diff else [])]
     rows = [header]

@@ -13,20 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from zoom_refine.evals.readers import (
-    _LETTER,
-    _PREFIXED_OPTION,
-    NOT_UTF8,
-    _check_dataset_file,
-    _check_utf8_head,
-    _decode_line,
-    _Ids,
-    _inside_root,
-    _Located,
-    _refuse_nul,
-    _RowError,
-    _starts_with,
+    LETTER,
+    PREFIXED_OPTION,
+    Ids,
+    RowError,
+    inside_root,
+    refuse_nul,
 )
 from zoom_refine.evals.samples import BadRow, Sample
+from zoom_refine.evals.sniffing import Located, starts_with
+from zoom_refine.evals.text_encoding import (
+    NOT_UTF8,
+    check_dataset_file,
+    check_utf8_head,
+    decode_line,
+)
 from zoom_refine.tools.errors import InvalidInputError
 
 VSTAR_CATEGORIES = ("direct_attributes", "relative_position")
@@ -37,7 +38,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 _INLINE_OPTION = re.compile(r"\(([A-Z])\)\s*")
 
 
-def locate(path: Path) -> _Located:
+def locate(path: Path) -> Located:
     """The layout of the V* Bench data at `path` (its folder, a category folder or the jsonl)."""
     if path.is_dir():
         present = tuple(
@@ -46,9 +47,9 @@ def locate(path: Path) -> _Located:
             if (path / name).is_dir() and any((path / name).glob("*.json"))
         )
         if present:  # the real repository ships the jsonl beside the folders: folders win
-            return _Located("folder", path, path, present)
+            return Located("folder", path, path, present)
         if path.name in VSTAR_CATEGORIES and any(path.glob("*.json")):
-            return _Located("folder", path.parent, path.parent, (path.name,))
+            return Located("folder", path.parent, path.parent, (path.name,))
         questions = path / "test_questions.jsonl"
         if questions.is_file():
             path = questions
@@ -58,16 +59,16 @@ def locate(path: Path) -> _Located:
                 "relative_position/ with question JSONs, and no test_questions.jsonl "
                 "(pass the vstar_bench folder)"
             )
-    _check_dataset_file(path)
-    if path.suffix.lower() in (".tsv", ".parquet", ".csv") or _starts_with(path, b"PAR1"):
+    check_dataset_file(path)
+    if path.suffix.lower() in (".tsv", ".parquet", ".csv") or starts_with(path, b"PAR1"):
         raise InvalidInputError(
             f"{path} is not a V* Bench file; pass the vstar_bench folder or its "
             "test_questions.jsonl"
         )
-    return _Located("jsonl", path, path.parent)
+    return Located("jsonl", path, path.parent)
 
 
-def load(located: _Located, seed: int | None) -> Iterator[Sample | BadRow]:
+def load(located: Located, seed: int | None) -> Iterator[Sample | BadRow]:
     """The samples of located V* Bench data (a jsonl is checked here, before anything is
     yielded); `seed` shuffles the options, `None` keeps the stored order."""
     if located.layout == "folder":
@@ -81,7 +82,7 @@ def _vstar_folder_samples(
 ) -> Iterator[Sample | BadRow]:
     """Each `<category>/<stem>.json` (question, options with the correct one first) beside its
     `<stem>.jpg`; id = the stem."""
-    ids = _Ids()
+    ids = Ids()
     for category in categories:
         folder = root / category
         stems: dict[str, dict[str, Path]] = {}
@@ -100,7 +101,7 @@ def _vstar_folder_samples(
                 continue
             try:
                 yield _vstar_folder_sample(root, category, stem, files, seed)
-            except _RowError as error:
+            except RowError as error:
                 yield BadRow(stem, str(error))
 
 
@@ -108,19 +109,19 @@ def _vstar_folder_sample(
     root: Path, category: str, stem: str, files: dict[str, Path], seed: int | None
 ) -> Sample:
     if "json" not in files:
-        raise _RowError(f"image {category}/{files['image'].name} has no {stem}.json beside it")
+        raise RowError(f"image {category}/{files['image'].name} has no {stem}.json beside it")
     if "image" not in files:
-        raise _RowError(f"{category}/{stem}.json has no image beside it (image file not found)")
-    image = _inside_root(root, f"{category}/{files['image'].name}")
+        raise RowError(f"{category}/{stem}.json has no image beside it (image file not found)")
+    image = inside_root(root, f"{category}/{files['image'].name}")
     try:
         annotation = json.loads(files["json"].read_text(encoding="utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise _RowError(f"{category}/{stem}.json is not valid JSON ({error})") from error
+        raise RowError(f"{category}/{stem}.json is not valid JSON ({error})") from error
     if not isinstance(annotation, dict):
-        raise _RowError(f"{category}/{stem}.json is not a JSON object")
+        raise RowError(f"{category}/{stem}.json is not a JSON object")
     question = str(annotation.get("question", "")).strip()
     if not question:
-        raise _RowError(f"{category}/{stem}.json has no question")
+        raise RowError(f"{category}/{stem}.json has no question")
     choices = _string_list(annotation.get("options"), "options")
     source = {key: value for key, value in annotation.items()}
     source.update(layout="folder", location=f"{category}/{stem}.json")
@@ -129,10 +130,10 @@ def _vstar_folder_sample(
 
 def _check_jsonl(path: Path) -> dict[str, Any]:
     """The first record of a V* jsonl, checked; the file's first 64 KiB must be UTF-8."""
-    _check_utf8_head(path)
+    check_utf8_head(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            text, bad = _decode_line(raw, number)
+            text, bad = decode_line(raw, number)
             if bad is not None:
                 raise InvalidInputError(f"{path} is not UTF-8 ({bad}); save it as UTF-8")
             line = text.lstrip("\ufeff").strip()
@@ -158,7 +159,7 @@ def _vstar_jsonl_samples(path: Path, root: Path, seed: int | None) -> Iterator[S
     """`test_questions.jsonl`: {"image": "direct_attributes/x.jpg", "text": "Q?\\n(A) …\\n(B) …
     \\nAnswer with …", "category", "question_id", "label": "A"}; `question` with `options` or
     `choices` (correct first) is read too. id = the image's stem, as in the folder layout."""
-    ids = _Ids()
+    ids = Ids()
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             item = _vstar_jsonl_item(raw, number, root, seed, ids)
@@ -167,11 +168,11 @@ def _vstar_jsonl_samples(path: Path, root: Path, seed: int | None) -> Iterator[S
 
 
 def _vstar_jsonl_item(
-    raw: bytes, number: int, root: Path, seed: int | None, ids: _Ids
+    raw: bytes, number: int, root: Path, seed: int | None, ids: Ids
 ) -> Sample | BadRow | None:
     """The sample of jsonl line `number`, its BadRow, or None for a blank line."""
     where = f"line {number}"
-    text, bad = _decode_line(raw, number)
+    text, bad = decode_line(raw, number)
     if bad is not None:
         return BadRow(ids.label("", where), NOT_UTF8.format(bad))
     line = text.lstrip("\ufeff").strip()
@@ -197,14 +198,14 @@ def _vstar_jsonl_item(
         return ids.duplicate(sample_id, where, f"duplicate image {image_cell!r} ({where})")
     try:
         return _vstar_jsonl_sample(sample_id, record, root, seed, where)
-    except _RowError as error:
+    except RowError as error:
         return BadRow(sample_id, str(error))
 
 
 def _vstar_jsonl_sample(
     sample_id: str, record: dict[str, Any], root: Path, seed: int | None, where: str
 ) -> Sample:
-    image = _inside_root(root, record["image"])
+    image = inside_root(root, record["image"])
     listed = record.get("options", record.get("choices"))
     if listed is not None:
         choices = _string_list(listed, "options")
@@ -214,13 +215,13 @@ def _vstar_jsonl_sample(
         text = str(record.get("text", record.get("question", "")))
         question, letters, choices = _split_embedded_options(text)
     if not question:
-        raise _RowError("no question text")
+        raise RowError("no question text")
     label = record.get("label", record.get("answer"))
     correct = 0
     if label is not None:
-        match = _LETTER.match(str(label).strip())
+        match = LETTER.match(str(label).strip())
         if match is None or match.group(1).upper() not in letters:
-            raise _RowError(f"label {label!r} is not one of the option letters {letters}")
+            raise RowError(f"label {label!r} is not one of the option letters {letters}")
         correct = letters.index(match.group(1).upper())
     category = str(record.get("category") or "").strip()
     if not category:
@@ -234,13 +235,13 @@ def _split_embedded_options(text: str) -> tuple[str, list[str], list[str]]:
     """ "Q?\\n(A) red\\n(B) blue\\nAnswer with …" → ("Q?", ["A", "B"], ["red", "blue"]); options
     on one line ("Q? (A) red (B) blue") are split too. Lines after the options are dropped."""
     lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if _PREFIXED_OPTION.match(line)]
+    starts = [i for i, line in enumerate(lines) if PREFIXED_OPTION.match(line)]
     letters: list[str] = []
     choices: list[str] = []
     if starts:
         question = "\n".join(lines[: starts[0]]).strip()
         for line in lines[starts[0] :]:
-            match = _PREFIXED_OPTION.match(line)
+            match = PREFIXED_OPTION.match(line)
             if match is None:
                 break
             letters.append(match.group(1))
@@ -252,17 +253,17 @@ def _split_embedded_options(text: str) -> tuple[str, list[str], list[str]]:
             letters.append(parts[position])
             choices.append(parts[position + 1].strip())
     if len(choices) < 2:
-        raise _RowError("text holds fewer than two '(A) …' options")
+        raise RowError("text holds fewer than two '(A) …' options")
     if len(set(letters)) != len(letters):
-        raise _RowError("an option letter appears twice in the text")
+        raise RowError("an option letter appears twice in the text")
     return question, letters, choices
 
 
 def _string_list(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or len(value) < 2:
-        raise _RowError(f"{name!r} is not a list of at least two options")
+        raise RowError(f"{name!r} is not a list of at least two options")
     if not all(isinstance(item, (str, int, float)) for item in value):
-        raise _RowError(f"{name!r} holds something other than text")
+        raise RowError(f"{name!r} holds something other than text")
     return [str(item).strip() for item in value]
 
 
@@ -282,7 +283,7 @@ def _vstar_sample(
         random.Random(f"{seed}:{sample_id}").shuffle(order)
     letters = [chr(ord("A") + position) for position in range(len(choices))]
     options = {letter: choices[original] for letter, original in zip(letters, order, strict=True)}
-    _refuse_nul(question, options)
+    refuse_nul(question, options)
     answer = letters[order.index(correct)]
     source.update(
         shuffle_seed=seed, original_options=list(choices), original_answer=letters[correct]

@@ -3,6 +3,8 @@
 Each run is one LangGraph thread (a new uuid). Checkpoints are written with a strict serializer:
 msgpack only (no pickle fallback) and, on reading, only LangGraph's built-in allowlist of safe
 types is revived — the state is plain data plus LangChain messages, so nothing else is needed.
+Images are kept once per database, not in every row (`graphs.trace_blobs`); databases written
+before that read as they always did.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from langgraph.types import StreamMode
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
+from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.errors import InvalidInputError
 
@@ -47,9 +50,16 @@ def strict_serde() -> JsonPlusSerializer:
 
 
 @contextmanager
-def open_saver(path: str | Path, *, create: bool = False) -> Iterator[SqliteSaver]:
+def open_saver(
+    path: str | Path, *, create: bool = False, compact: bool = True, images: bool = True
+) -> Iterator[SqliteSaver]:
     """A SqliteSaver on `path` with the strict serializer. Reading (`create=False`) refuses a
-    missing file or one that is not a trace database, with an InvalidInputError."""
+    missing file or one that is not a trace database, with an InvalidInputError.
+
+    `compact` (the default) stores each image once per database (`graphs.trace_blobs`); False
+    writes every image into every row, as traces were first written. Either reads both kinds
+    of row. `images=False` leaves images as `{"zr_blob": …}` markers on reading: for callers
+    that never look at them (listings), and the input image is not needed."""
     db = Path(path)
     if not create:
         _check_trace_db(db)
@@ -58,9 +68,14 @@ def open_saver(path: str | Path, *, create: bool = False) -> Iterator[SqliteSave
     # Several processes may write one database (eval shards on one machine): wait for a
     # writer's lock rather than fail after sqlite's default 5 s.
     conn = sqlite3.connect(str(db), check_same_thread=False, timeout=LOCK_TIMEOUT_SECONDS)
+    blobs = BlobStore(db)
     try:
-        yield SqliteSaver(conn, serde=strict_serde())
+        if compact:
+            yield CompactSqliteSaver(conn, serde=TraceSerializer(blobs, expand=images))
+        else:
+            yield SqliteSaver(conn, serde=strict_serde())
     finally:
+        blobs.close()
         conn.close()
 
 
@@ -156,7 +171,7 @@ class RunSummary:
 
 def list_runs(path: str | Path) -> list[RunSummary]:
     """Every run in the database, oldest first."""
-    with open_saver(path) as saver:
+    with open_saver(path, images=False) as saver:
         rows = saver.conn.execute(
             "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
             "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
@@ -237,10 +252,12 @@ class Trace:
     state: dict[str, Any]
 
 
-def read_trace(path: str | Path, thread_id: str) -> Trace:
+def read_trace(path: str | Path, thread_id: str, *, images: bool = True) -> Trace:
     """The run `thread_id` step by step, from `graph.get_state_history` (oldest first).
-    An eval sample's key `<method>:<id>` names its latest run (`sample_runs` lists them all)."""
-    with open_saver(path) as saver:
+    An eval sample's key `<method>:<id>` names its latest run (`sample_runs` lists them all).
+    `images=False`: the conversation's images stay markers (see `open_saver`), which is faster
+    and needs no input image; the steps and the rest of the state are the same."""
+    with open_saver(path, images=images) as saver:
         graph = traced_graph(saver)
         config = {"configurable": {"thread_id": thread_id}}
         history = list(graph.get_state_history(config))  # type: ignore[arg-type]
@@ -248,9 +265,12 @@ def read_trace(path: str | Path, thread_id: str) -> Trace:
             runs = sample_runs(path, thread_id)
             if not runs:
                 raise InvalidInputError(UNKNOWN_THREAD.format(thread_id=thread_id, path=path))
-            return read_trace(path, runs[-1])
+            return read_trace(path, runs[-1], images=images)
         history.reverse()
         final = dict(history[-1].values)
+        if not images and isinstance(saver.serde, TraceSerializer):  # the input image, if bytes
+            blobs = saver.serde.blobs
+            final = {key: v if key == "messages" else blobs.expand(v) for key, v in final.items()}
         views = {view["id"]: view for view in final.get("views") or []}
         steps = []
         for snapshot, after in itertools.pairwise(history):

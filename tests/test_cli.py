@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import dataset_fixtures as fixtures
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from zoom_refine.agent.local.backend import load_local_backend
-from zoom_refine.cli import app
+from zoom_refine.cli import ModelOptions, app
+from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).parents[1] / "examples" / "station.png"
@@ -126,3 +131,215 @@ def test_console_script_runs_in_a_subprocess(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: image not found")
     assert "Traceback" not in completed.stderr
+
+
+# --- the first five minutes: model specs fail fast, with a way forward ----------------------------
+
+
+def script() -> str:
+    return shutil.which("zoom-refine") or str(Path(sys.executable).parent / "zoom-refine")
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_unknown_provider_is_one_line() -> None:
+    result = runner.invoke(app, ["ask", str(EXAMPLE), "Which platform?", "--model", "foo:bar"])
+    assert result.exit_code == 2, result.output
+    line = one_line(result.stderr)
+    assert "unknown provider 'foo'" in line and "openai:<model>" in line
+
+
+@pytest.mark.parametrize("command", ["ask", "eval"])
+def test_hosted_openai_model_without_key_is_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ZOOM_REFINE_BASE_URL", raising=False)
+    if command == "ask":
+        args = ["ask", str(EXAMPLE), "Which platform?", "-o", "3", "-o", "7"]
+    else:
+        data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+        args = ["eval", "hr-bench", "--data", str(data), "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, [*args, "--model", "openai:gpt-4o"])
+    assert result.exit_code == 2, result.output
+    line = one_line(result.stderr)
+    assert "OPENAI_API_KEY" in line and "--api-key" in line and "--base-url" in line
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+ALTERNATIVES = ("hf:/path/to/checkpoint", "--model openai:NAME --base-url URL", "zoom-refine demo")
+
+
+@pytest.mark.parametrize(
+    "hub",
+    [
+        {"HF_HUB_OFFLINE": "1"},
+        {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},  # nothing listens there
+    ],
+    ids=["offline", "unreachable"],
+)
+@pytest.mark.parametrize("command", ["ask", "eval"])
+def test_hub_model_that_cannot_be_downloaded_fails_fast(
+    command: str, hub: dict[str, str], tmp_path: Path
+) -> None:
+    """Not 146 s of retried requests: one line within 15 s naming the ways on."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf-home"), **hub}
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    if command == "ask":
+        args = ["ask", str(EXAMPLE), "Which platform?", "-o", "3", "-o", "7"]
+    else:
+        data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+        args = ["eval", "hr-bench", "--data", str(data), "--out", str(tmp_path / "run")]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [script(), *args, "--model", "hf:OpenGVLab/InternVL3-2B-hf"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert elapsed < 15, elapsed
+    line = one_line(done.stderr)
+    assert line.startswith("error: cannot ") and "OpenGVLab/InternVL3-2B-hf" in line
+    assert ("HF_HUB_OFFLINE" if hub["HF_HUB_OFFLINE"] == "1" else "cannot be reached") in line
+    assert all(way in line for way in ALTERNATIVES), line
+
+
+@pytest.mark.slow
+def test_cached_hub_model_is_used_offline_when_the_hub_is_unreachable(
+    tmp_path: Path, trained_internvl_path: Path
+) -> None:
+    """Weights in the hub cache, hub unreachable: used at once (not after minutes of retried
+    freshness checks), and said so."""
+    snapshot = tmp_path / "hf" / "hub" / "models--tiny--protocol" / "snapshots" / ("0" * 40)
+    shutil.copytree(trained_internvl_path, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    args = ["ask", str(EXAMPLE), "Which platform?", "-o", "3", "-o", "7", "-o", "12", "-o", "5"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [script(), *args, "--model", "hf:tiny/protocol", "--max-patches", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.perf_counter() - started < 60
+    assert "using the cached weights of hf:tiny/protocol offline" in done.stderr
+    assert "Retrying" not in done.stderr
+    assert done.stdout.startswith("Answer: A (3)")
+
+
+# --- answers, shared options, help ------------------------------------------------------------------
+
+
+def test_ask_prints_the_answer_with_its_option_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ScriptedVisionModel(
+        replies=[
+            "Answer: B\nBounding box: [0.6, 0.6, 0.7, 0.7]",
+            "Rechecked Answer: A\nConfidence: 0.9",
+        ]
+    )
+    monkeypatch.setattr("zoom_refine.agent.models.load_chat_model", lambda *a, **k: model)
+    args = ["ask", str(EXAMPLE), "Which platform?", "-o", "3", "-o", "7", "-o", "12"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Answer: A (3)"
+    assert "answer B (7)" in lines[1] and "answer A (3)" in lines[2]
+
+
+SHARED = {
+    "--confidence-threshold": ("0.5", "confidence_threshold", 0.5),
+    "--prompt-style": ("internvl", "prompt_style", "internvl"),
+    "--view-max-side": ("1024", "view_max_side", 1024),
+    "--max-patches": ("6", "max_patches", 6),
+    "--model-family": ("qwen3_vl", "model_family", "qwen3_vl"),
+    "--server-tile-budget": ("vllm", "server_tile_budget", "vllm"),
+    "--box-format": ("norm1000", "box_format", "norm1000"),
+    "--max-hops": ("2", "max_hops", 2),
+}
+
+
+def test_eval_takes_the_shared_model_options_into_config_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = RuleVisionModel()
+    monkeypatch.setattr("zoom_refine.agent.models.load_chat_model", lambda *a, **k: model)
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--limit", "1"]
+    args += ["--model", "openai:served", "--base-url", "http://127.0.0.1:9/v1"]
+    for option, (value, _field, _expected) in SHARED.items():
+        args += [option, value]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "config.json").read_text())["context"]
+    assert {field: settings[field] for _, field, _ in SHARED.values()} == {
+        field: expected for _, field, expected in SHARED.values()
+    }
+
+
+def test_ask_and_eval_share_one_set_of_model_options() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app)
+    shared = {"--" + field.name.replace("_", "-") for field in dataclasses.fields(ModelOptions)}
+    assert set(SHARED) <= shared
+    for name in ("ask", "eval"):
+        params = command.commands[name].params  # type: ignore[attr-defined]
+        options = {opt for param in params for opt in param.opts}
+        assert shared <= options, shared - options
+
+
+@pytest.mark.parametrize("command", ["ask", "eval", "demo", "trace", ""])
+def test_help_shows_flags_as_flags(command: str) -> None:
+    """`--json`, not `--json <bool>` (typer 0.29 prints a type for every option)."""
+    result = runner.invoke(app, [command, "--help"] if command else ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    flag = {"ask": "--json", "eval": "--exact-preprocessing"}.get(command, "--help")
+    (line,) = [line for line in result.stdout.splitlines() if f" {flag} " in line]
+    assert line.split(flag, 1)[1].split()[0] not in ("<bool>", "BOOLEAN")
+
+
+# --- the offline demo ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_workflow_offline(
+    tmp_path: Path, trained_internvl_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`zoom-refine demo` (the protocol-trained tiny model the suite caches): the answer with
+    its option, the steps, the pictures, a trace that `zoom-refine trace` replays, and a plain
+    word that the model ignores the image."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be fetched
+    folder = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert str(trained_internvl_path) in result.stderr
+    stdout = result.stdout
+    assert "Answer: A (3)" in stdout
+    assert "localize  hop 0" in stdout and "refine    hop 1" in stdout
+    assert "this tiny model ignores the image" in stdout
+    assert {path.name for path in folder.iterdir()} >= {
+        "overview.png",
+        "hop-1.png",
+        "trace.json",
+        "trace.db",
+    }
+    listed = runner.invoke(app, ["trace", str(folder / "trace.db")])
+    assert listed.exit_code == 0 and "→ A" in listed.stdout

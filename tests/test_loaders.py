@@ -31,7 +31,7 @@ from dataset_fixtures import (
 )
 from PIL import Image
 
-from zoom_refine.evals import readers
+from zoom_refine.evals import embedded_images, tsv
 from zoom_refine.evals.loaders import dataset_fingerprint, detect_layout, load_samples
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.tools.errors import InvalidInputError
@@ -88,15 +88,15 @@ def test_hr_bench_tsv_yields_samples_and_resolves_back_references(tmp_path: Path
 def test_hr_bench_back_reference_rereads_evicted_image_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(readers, "_IMAGE_CACHE_BYTES", 0)  # keep only the latest image
+    monkeypatch.setattr(embedded_images, "_IMAGE_CACHE_BYTES", 0)  # keep only the latest image
     reads: list[Any] = []
-    original = readers._TsvRereader.__call__
+    original = tsv.TsvRereader.__call__
 
     def counting(self: Any, location: tuple[int, int]) -> str:
         reads.append(location)
         return original(self, location)
 
-    monkeypatch.setattr(readers._TsvRereader, "__call__", counting)
+    monkeypatch.setattr(tsv.TsvRereader, "__call__", counting)
     samples, _ = split(load_samples("hr-bench", write_hr_bench_tsv(tmp_path)))
     found = by_id(samples)
     assert color_of(found["5"].image) == "red"  # row 0 re-read past the blue image
@@ -175,7 +175,7 @@ def test_hr_bench_malformed_rows_do_not_stop_the_run(tmp_path: Path) -> None:
 def test_hr_bench_parquet_text_images_with_references(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(readers, "_IMAGE_CACHE_BYTES", 0)  # references re-read by row group
+    monkeypatch.setattr(embedded_images, "_IMAGE_CACHE_BYTES", 0)  # references re-read by row group
     path = write_hr_bench_parquet(tmp_path)
     assert detect_layout("hr-bench", path) == "parquet"
     samples, bad = split(load_samples("hr-bench", path))

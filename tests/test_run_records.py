@@ -307,7 +307,7 @@ def test_a_second_writer_on_a_live_run_folder_is_refused(
     assert path.read_bytes().startswith(before)
     assert_each_key_once(out)
 
-    again = run_cli(eval_args(hr_bench, out, server, "second"))  # the lock went with its owner
+    again = run_cli(eval_args(hr_bench, out, server, "first"))  # the lock went with its owner
     assert again.returncode == 0, again.stderr
     assert_each_key_once(out)
 
@@ -490,3 +490,29 @@ def test_a_full_disk_while_loading_a_model_blames_the_disk(code: int) -> None:
     message = _user_message(error, ZoomContext(model="hf:some/model"))
     assert message is not None and message.startswith("cannot write /cache/model.safetensors: ")
     assert "cannot load model" not in message
+
+
+@pytest.mark.reliability(
+    "Records",
+    "config.json cut off by a stopped write (found by benchmarks/adversarial_records.py)",
+    "config.json and summary.json are replaced atomically; `report` on a torn config.json "
+    "says so in one line (exit 2) instead of a traceback",
+)
+def test_run_files_are_replaced_atomically_and_a_torn_config_is_one_line(
+    tmp_path: Path, hr_bench: Path
+) -> None:
+    from zoom_refine.evals.store import replace_json
+
+    out = finished_run(tmp_path, hr_bench)
+    summary = out / "summary.json"
+    before = summary.read_bytes()
+    (out / ".summary.json.tmp").mkdir()  # the temporary cannot be written: the write fails
+    with pytest.raises(OSError) as caught:
+        replace_json(summary, {"cut": "short"})
+    assert caught.value.filename == str(summary)  # the error names the file a user knows
+    assert summary.read_bytes() == before  # the old file stays whole
+    (out / ".summary.json.tmp").rmdir()
+    (out / "config.json").write_text('{"benchmark": "hr-bench", "model": "cut off her')
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "config.json cannot be read" in result.output

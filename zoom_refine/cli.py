@@ -6,28 +6,85 @@ cannot be loaded) print one line on stderr and exit with status 2; never a trace
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import os
 import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from zoom_refine.agent.context import DEFAULT_MODEL, BoxFormat, ZoomContext
+from zoom_refine.agent import models
+from zoom_refine.agent.context import (
+    DEFAULT_MODEL,
+    BoxFormat,
+    FamilySetting,
+    TileBudgetField,
+    ZoomContext,
+)
 from zoom_refine.agent.models import use_api_key
 from zoom_refine.agent.prompts import PromptStyle
-from zoom_refine.agent.state import InputState, StepRecord, ViewRecord
+from zoom_refine.agent.state import InputState, StepRecord, ViewRecord, normalize_options
 from zoom_refine.evals.samples import Benchmark
 from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.images import load_image
 
 if TYPE_CHECKING:
-    from zoom_refine.graphs.traces import TraceStep
+    from zoom_refine.graphs.traces import Run, TraceStep
 
-app = typer.Typer(
+
+class FlagCommand(TyperCommand):
+    """A command whose on/off flags show as flags in `--help` (`--json`, not `--json <bool>`:
+    typer 0.29 prints the type of every option, flags and `--help` included)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _show_as_flag(param)
+
+    def get_help_option(self, ctx: Any) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        _show_as_flag(option)
+        return option
+
+
+class FlagGroup(TyperGroup):
+    """The command group, its `--help` shown as a flag likewise."""
+
+    def get_help_option(self, ctx: Any) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        _show_as_flag(option)
+        return option
+
+
+def _show_as_flag(param: Any) -> None:
+    if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+        param.metavar = ""  # typer shows the metavar, when there is one, instead of the type
+
+
+CommandFunction = typing.TypeVar("CommandFunction", bound=Callable[..., Any])
+
+
+class App(typer.Typer):
+    """`typer.Typer` whose commands are `FlagCommand`s unless told otherwise."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[CommandFunction], CommandFunction]:
+        kwargs.setdefault("cls", FlagCommand)
+        return super().command(*args, **kwargs)
+
+
+app = App(
+    cls=FlagGroup,
     add_completion=False,
     no_args_is_help=True,
     help="Zoom-Refine: answer questions about high-resolution images by zooming in.",
@@ -46,31 +103,172 @@ BAD_TIMEOUT = "--request-timeout must be a positive number of seconds, got {valu
 MethodChoice = Literal["zoom-refine", "baseline", "both"]
 """`eval --method`: one method, or both side by side (`evals.runner.METHODS`)."""
 
-RequestTimeout = Annotated[
-    float,
-    typer.Option(
-        help="Seconds before a request to a model server times out; timeouts, refused "
-        "connections and 5xx are retried (3 attempts), then the sample fails."
-    ),
-]
-"""Shared by `ask` and `eval`: a hung or slow server must not stall a run for the 120-s default."""
-ExactPreprocessing = Annotated[
-    bool,
-    typer.Option(
-        "--exact-preprocessing",
-        help="Send full-resolution images and let the model's processor resize them (the "
-        "paper's exact pixels; slower). Default: views made once at the processor's input size.",
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        help="API key for openai: models (default: $OPENAI_API_KEY). Sent with requests only; "
-        "never written to config.json, predictions, traces or logs.",
-        show_default=False,
-    ),
-]
-"""Shared by `ask` and `eval`: the explicit alternative to the environment variable."""
+MODEL_PANEL = "Model and image (ZoomContext fields)"
+
+
+CONTEXT_DEFAULTS: dict[str, Any] = {
+    field.name: field.default for field in dataclasses.fields(ZoomContext)
+}
+"""ZoomContext's defaults: the CLI's defaults are the library's."""
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model and image options of `ask` and `eval`, defined once: `with_model_options` adds
+    every field to a command as an option (in its own help panel) and hands the command one
+    `ModelOptions`. Each field is the ZoomContext field of the same name, except `api_key`."""
+
+    model: Annotated[
+        str,
+        typer.Option(
+            help="hf:<repo or path> (local transformers), openai:<model> (a server, see "
+            "--base-url) or provider:model (LangChain).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = DEFAULT_MODEL
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help=f"OpenAI-compatible server URL for openai: models (default: ${BASE_URL_ENV}).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key for openai: models (default: $OPENAI_API_KEY). Sent with requests "
+            "only; never written to config.json, predictions, traces or logs.",
+            show_default=False,
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds before a request to a model server times out; timeouts, refused "
+            "connections and 5xx are retried (3 attempts), then the sample fails.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["request_timeout"]
+    max_hops: Annotated[
+        int,
+        typer.Option(help="Most zooms per question (1 = the paper).", rich_help_panel=MODEL_PANEL),
+    ] = CONTEXT_DEFAULTS["max_hops"]
+    max_regions: Annotated[
+        int,
+        typer.Option(
+            help="Most regions the model may mark per zoom (1 = the paper).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["max_regions"]
+    confidence_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Zoom again while the stated confidence is below this (0–1).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["confidence_threshold"]
+    prompt_style: Annotated[
+        PromptStyle,
+        typer.Option(
+            help="paper (0–1 boxes) or internvl (<box> 0–1000).", rich_help_panel=MODEL_PANEL
+        ),
+    ] = CONTEXT_DEFAULTS["prompt_style"]
+    box_format: Annotated[
+        BoxFormat,
+        typer.Option(
+            help="Frame of the model's box numbers (auto: detected from the numbers).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["box_format"]
+    model_family: Annotated[
+        FamilySetting,
+        typer.Option(
+            help="Box conventions of the model; auto reads a local model's config (set it for "
+            "servers: qwen2_5_vl answers in pixels, qwen3_vl in 0–1000).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["model_family"]
+    max_patches: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="InternVL tile budget per image: up to this many 448-px tiles plus a thumbnail "
+            "(0 = the processor's own setting). For servers, see --server-tile-budget.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["max_patches"]
+    server_tile_budget: Annotated[
+        TileBudgetField,
+        typer.Option(
+            help="Send --max-patches with each server request: transformers (`transformers "
+            "serve`), vllm, or none (the server's own setting).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["server_tile_budget"]
+    view_max_side: Annotated[
+        int,
+        typer.Option(
+            help="Longest side in pixels of images sent to the model.", rich_help_panel=MODEL_PANEL
+        ),
+    ] = CONTEXT_DEFAULTS["view_max_side"]
+    exact_preprocessing: Annotated[
+        bool,
+        typer.Option(
+            "--exact-preprocessing",
+            help="Send full-resolution images and let the model's processor resize them (the "
+            "paper's exact pixels; slower). Default: views made once at the processor's input "
+            "size.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["exact_preprocessing"]
+
+    def context(self) -> ZoomContext:
+        """The run's context: the server URL (else $ZOOM_REFINE_BASE_URL), the API key put where
+        `openai:` models read it (never into the context), a positive request timeout."""
+        use_api_key(self.api_key)
+        settings = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("api_key", "base_url", "request_timeout", "max_patches")
+        }
+        return ZoomContext(
+            base_url=self.base_url or os.environ.get(BASE_URL_ENV) or None,
+            request_timeout=_positive_timeout(self.request_timeout),
+            max_patches=self.max_patches or None,
+            **settings,
+        )
+
+
+def with_model_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` every `ModelOptions` field as an option; it receives them together as its
+    `settings` argument. One definition for `ask` and `eval`, so their options cannot drift."""
+    hints = typing.get_type_hints(ModelOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=field.default,
+            annotation=hints[field.name],
+        )
+        for field in dataclasses.fields(ModelOptions)
+    ]
+    signature = inspect.signature(command, eval_str=True)
+    own = [param for name, param in signature.parameters.items() if name != "settings"]
+    clash = {param.name for param in own} & {param.name for param in shared}
+    if clash:
+        raise TypeError(f"{command.__name__} defines shared model options itself: {sorted(clash)}")
+    names = [param.name for param in shared]
+
+    @functools.wraps(command)
+    def with_settings(**kwargs: Any) -> None:
+        settings = ModelOptions(**{name: kwargs.pop(name) for name in names})
+        command(**kwargs, settings=settings)
+
+    parameters = own + shared
+    with_settings.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_settings.__annotations__ = {param.name: param.annotation for param in parameters}
+    return with_settings
 
 
 @app.callback()
@@ -79,6 +277,7 @@ def main() -> None:
 
 
 @app.command()
+@with_model_options
 def ask(
     image: Annotated[str, typer.Argument(help="Image file to ask about.")],
     question: Annotated[str, typer.Argument(help="The question.")],
@@ -86,27 +285,6 @@ def ask(
         list[str] | None,
         typer.Option("--option", "-o", help="A multiple-choice option; repeat, lettered A, B, …"),
     ] = None,
-    model: Annotated[
-        str, typer.Option(help="hf:<repo or path>, openai:<model> or provider:model.")
-    ] = DEFAULT_MODEL,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help=f"OpenAI-compatible server URL (default: ${BASE_URL_ENV})."),
-    ] = None,
-    max_hops: Annotated[int, typer.Option(help="Most zooms per question (1 = the paper).")] = 1,
-    max_regions: Annotated[
-        int, typer.Option(help="Most regions the model may mark per zoom (1 = the paper).")
-    ] = 1,
-    confidence_threshold: Annotated[
-        float, typer.Option(help="Zoom again while confidence is below this (0–1).")
-    ] = 0.7,
-    prompt_style: Annotated[
-        PromptStyle, typer.Option(help="paper (0–1 boxes) or internvl (<box> 0–1000).")
-    ] = "paper",
-    box_format: Annotated[BoxFormat, typer.Option(help="Frame of the model's boxes.")] = "auto",
-    view_max_side: Annotated[
-        int, typer.Option(help="Longest side in pixels of images sent to the model.")
-    ] = 2048,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole output state.")] = False,
     trace_db: Annotated[
         Path | None,
@@ -119,26 +297,14 @@ def ask(
         Path | None,
         typer.Option(help="Folder for overview.png, hop-N.png and trace.json."),
     ] = None,
-    request_timeout: RequestTimeout = 120.0,
-    exact_preprocessing: ExactPreprocessing = False,
-    api_key: ApiKey = None,
+    *,
+    settings: ModelOptions,
 ) -> None:
     """Answer QUESTION about IMAGE: localize, crop at full resolution, refine."""
     try:
-        context = _context(
-            model,
-            base_url,
-            api_key,
-            request_timeout,
-            max_hops=max_hops,
-            max_regions=max_regions,
-            exact_preprocessing=exact_preprocessing,
-            confidence_threshold=confidence_threshold,
-            prompt_style=prompt_style,
-            box_format=box_format,
-            view_max_side=view_max_side,
-        )
+        context = settings.context()
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
+        _check_model(context)
         live = err if as_json else out
         result = _run(
             image,
@@ -147,7 +313,7 @@ def ask(
             context,
             trace_db=trace_db,
             on_event=(lambda mode, data: _print_event(live, mode, data)) if stream else None,
-        )
+        ).result
         if save_trace is not None:
             _save_pictures(result, image, save_trace)
     except ZoomRefineError as error:
@@ -155,7 +321,91 @@ def ask(
     if as_json:
         out.print_json(json.dumps(result, default=str))
     else:
-        _print_summary(result)
+        _print_summary(result, option or None)
+
+
+def _check_model(context: ZoomContext) -> None:
+    """Resolve the context's model spec now, before the graph runs or a progress bar starts: a
+    spec that cannot work (unknown provider, missing package or key, weights neither cached nor
+    downloadable) stops here with one line (`agent.models.check_model_spec`, run by
+    `load_chat_model`). An `hf:` model's weights still load on its first call; when the hub
+    cannot be reached but the weights are cached, they are used offline (said on stderr)."""
+    if not isinstance(context.model, str):
+        return
+    from huggingface_hub import constants
+
+    was_offline = constants.HF_HUB_OFFLINE
+    models.load_chat_model(context.model, **context.model_settings())
+    if constants.HF_HUB_OFFLINE and not was_offline:
+        err.print(
+            f"[dim]the Hugging Face hub cannot be reached: using the cached weights of "
+            f"{escape(context.model)} offline[/dim]",
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def demo(
+    folder: Annotated[
+        Path, typer.Option("--out", help="Folder for the pictures and the trace database.")
+    ] = Path("runs/demo"),
+) -> None:
+    """Try the whole workflow offline in about a minute: no download, no GPU.
+
+    A tiny model (trained here on the first run, about a minute on the CPU, then cached) answers
+    about examples/station.png, with pictures and a trace. It ignores the image: it shows the
+    workflow, not real answers."""
+    from zoom_refine import demo as tiny
+
+    tiny.quiet_transformers()
+    try:
+        started = time.perf_counter()
+        with _status(tiny.BUILDING):
+            model_path = tiny.demo_model()
+        err.print(
+            f"tiny model ready in {time.perf_counter() - started:.0f} s: {model_path}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        image, question, options = tiny.demo_inputs(folder)
+        context = tiny.demo_context(model_path)
+        lines = [f"Question: {question}", "Options: " + ", ".join(options)]
+        _print_lines(lines)
+        run = _run(image, question, options, context, trace_db=folder / "trace.db")
+        _save_pictures(run.result, image, folder)
+    except ZoomRefineError as error:
+        _fail(str(error))
+    _print_summary(run.result, options)
+    _print_lines(["", tiny.NOTE, "", "Next:"])
+    _print_lines(
+        [
+            f"  {folder / 'overview.png'}, {folder / 'hop-1.png'}: the box the model drew, the crop",
+            f"  zoom-refine trace {folder / 'trace.db'} {run.thread_id}: every step replayed",
+            "  real answers: zoom-refine ask IMAGE QUESTION -o … with --model "
+            "hf:OpenGVLab/InternVL3-2B-hf (a 4 GB download), hf:/path/to/checkpoint, or "
+            "openai:NAME --base-url URL",
+        ]
+    )
+
+
+def _status(message: str) -> Any:
+    """A spinner with the elapsed time on stderr while a slow step runs (where stderr is not a
+    terminal, the message once instead)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if not err.is_terminal:
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        return contextlib.nullcontext()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    progress = Progress(*columns, console=err, transient=True)
+    progress.add_task(message, total=None)
+    return progress
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _run(
@@ -166,11 +416,15 @@ def _run(
     *,
     trace_db: Path | None = None,
     on_event: Any = None,
-) -> dict[str, Any]:
+) -> Run:
+    """Run the graph (recorded in `trace_db` when given): the output state and thread id."""
     from zoom_refine.graphs.traces import run_graph
 
     if isinstance(context.model, str) and context.model.startswith("hf:"):
-        err.print(f"[dim]loading {escape(context.model)} (weights load on first use)…[/dim]")
+        err.print(
+            f"[dim]loading {escape(context.model)} (weights load on first use)…[/dim]",
+            soft_wrap=True,
+        )
     inputs: InputState = {"image": image, "question": question, "options": options}
 
     def on_thread(thread_id: str) -> None:
@@ -182,8 +436,7 @@ def _run(
         )
 
     try:
-        run = run_graph(inputs, context, db=trace_db, on_event=on_event, on_thread=on_thread)
-        return run.result
+        return run_graph(inputs, context, db=trace_db, on_event=on_event, on_thread=on_thread)
     except ZoomRefineError:
         raise
     except Exception as error:  # translate the few library failures a user can fix
@@ -263,21 +516,6 @@ def _user_message(error: Exception, context: ZoomContext) -> str | None:
     return None
 
 
-def _context(
-    model: str, base_url: str | None, api_key: str | None, request_timeout: float, **settings: Any
-) -> ZoomContext:
-    """The run's context from the options `ask` and `eval` share: the server URL (else
-    $ZOOM_REFINE_BASE_URL), the API key (put where `openai:` models read it, never into the
-    context), a positive request timeout; `settings` are the other context fields."""
-    use_api_key(api_key)
-    return ZoomContext(
-        model=model,
-        base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
-        request_timeout=_positive_timeout(request_timeout),
-        **settings,
-    )
-
-
 def _positive_timeout(seconds: float) -> float:
     if not seconds > 0:  # also refuses NaN
         raise ZoomRefineError(BAD_TIMEOUT.format(value=seconds))
@@ -289,27 +527,41 @@ def _fail(message: str) -> None:
     raise typer.Exit(EXIT_USER_ERROR)
 
 
-def _print_summary(result: dict[str, Any]) -> None:
-    out.print(f"[bold]Answer:[/bold] {escape(str(result.get('answer')))}")
+def _print_summary(result: dict[str, Any], options: list[str] | None = None) -> None:
+    """The answer (`A (3)`: the letter and its option's text), one line per step, why it stopped."""
+    lettered = normalize_options(options) if options else None
+    answer = _answer_text(result.get("answer"), lettered)
+    out.print(f"[bold]Answer:[/bold] {escape(answer)}", soft_wrap=True)
     views = {view["id"]: view for view in result.get("views", [])}
     for step in result.get("steps", []):
-        out.print(escape(_step_line(step, views)), soft_wrap=True)
+        out.print(escape(_step_line(step, views, lettered)), soft_wrap=True)
     out.print(f"[dim]stopped: {escape(str(result.get('stop_reason')))}[/dim]")
 
 
-def _step_line(step: StepRecord, views: dict[str, ViewRecord]) -> str:
+def _answer_text(answer: Any, options: dict[str, str] | None) -> str:
+    """`A (3)` for an option letter, else the answer as it is."""
+    if options and isinstance(answer, str) and answer in options:
+        return f"{answer} ({options[answer]})"
+    return str(answer)
+
+
+def _step_line(
+    step: StepRecord, views: dict[str, ViewRecord], options: dict[str, str] | None = None
+) -> str:
     parts = [f"{step['node']:<8}", f"hop {step.get('hop', 0)}"]
     view = views.get(step.get("view") or "")
     if view:
         parts.append(f"{view['id']} {view['box']}")
-    return "  ".join(parts + _record_parts(step, usage=False))
+    return "  ".join(parts + _record_parts(step, usage=False, options=options))
 
 
-def _record_parts(step: StepRecord, *, usage: bool) -> list[str]:
+def _record_parts(
+    step: StepRecord, *, usage: bool, options: dict[str, str] | None = None
+) -> list[str]:
     """What a step record says, in words (answer, box, confidence, usage, time, note)."""
     parts = []
     if step.get("answer") is not None:
-        parts.append(f"answer {step.get('answer')}")
+        parts.append(f"answer {_answer_text(step.get('answer'), options)}")
     if step.get("box") is not None:
         parts.append(f"box {step.get('box')} ({step.get('box_frame')})")
     if (confidence := step.get("confidence")) is not None:
@@ -325,14 +577,11 @@ def _record_parts(step: StepRecord, *, usage: bool) -> list[str]:
 
 
 @app.command("eval")
+@with_model_options
 def eval_command(
     benchmark: Annotated[Benchmark, typer.Argument(help="Which benchmark the data is.")],
     data: Annotated[Path, typer.Option(help="The benchmark file or folder (layout detected).")],
     method: Annotated[MethodChoice, typer.Option(help="Which method(s) to run.")] = "zoom-refine",
-    model: Annotated[str, typer.Option(help="Model spec, as for `ask`.")] = DEFAULT_MODEL,
-    base_url: Annotated[
-        str | None, typer.Option(help=f"OpenAI-compatible server URL (default: ${BASE_URL_ENV}).")
-    ] = None,
     limit: Annotated[int | None, typer.Option(help="Run at most N samples.")] = None,
     ids: Annotated[Path | None, typer.Option(help="A file of sample ids, one per line.")] = None,
     shard: Annotated[str, typer.Option(help="I/N: this machine's share of the samples.")] = "0/1",
@@ -340,7 +589,6 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Output folder (resumed if it exists).")] = Path(
         "runs/eval"
     ),
-    max_hops: Annotated[int, typer.Option(help="Most zooms per question.")] = 1,
     retry_errors: Annotated[
         bool, typer.Option(help="Run again the samples that ended in an error.")
     ] = False,
@@ -352,17 +600,23 @@ def eval_command(
         Literal["strict", "official"],
         typer.Option(help="Answer extraction for scoring: strict or official."),
     ] = "strict",
-    max_regions: Annotated[int, typer.Option(help="Most regions per zoom (1 = the paper).")] = 1,
     trace_db: Annotated[
         Path | None, typer.Option(help="Also checkpoint every run into this SQLite file.")
     ] = None,
-    request_timeout: RequestTimeout = 120.0,
-    exact_preprocessing: ExactPreprocessing = False,
-    api_key: ApiKey = None,
+    resume_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--resume-anyway",
+            help="Resume into --out even if its config.json records another model or other "
+            "result-changing settings (refused otherwise); config.json keeps the earlier ones.",
+        ),
+    ] = False,
+    *,
+    settings: ModelOptions,
 ) -> None:
     """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
     from zoom_refine.evals.run_lock import hold_run_lock
-    from zoom_refine.evals.runner import METHODS, EvalPlan, parse_shard, run_eval
+    from zoom_refine.evals.runner import METHODS, EvalPlan, check_resume, parse_shard, run_eval
     from zoom_refine.evals.store import storage_errors
     from zoom_refine.evals.tables import format_table
 
@@ -380,20 +634,15 @@ def eval_command(
             bad_rows=bad_rows,
             extractor=extractor,
             trace_db=trace_db,
+            resume_anyway=resume_anyway,
         )
-        context = _context(
-            model,
-            base_url,
-            api_key,
-            request_timeout,
-            max_hops=max_hops,
-            max_regions=max_regions,
-            exact_preprocessing=exact_preprocessing,
-        )
+        context = settings.context()
         if not data.exists():
             raise ZoomRefineError(f"dataset not found: {data} (check --data)")
         _check_dataset(plan)
+        _check_model(context)
         with storage_errors(plan.out), hold_run_lock(plan.out):  # refused before the progress bar
+            check_resume(plan, context)  # other settings than the folder's: refused here too
             summary = _run_with_progress(plan, context, run_eval)
     except ZoomRefineError as error:
         _fail(str(error))
@@ -515,7 +764,7 @@ def trace_command(
             if not runs:
                 console.print(f"no runs in {db}", markup=False)
             return
-        trace = read_trace(db, thread)
+        trace = read_trace(db, thread, images=False)
         if trace.thread_id != thread:  # an eval sample's key: its latest run is shown
             count = len(sample_runs(db, thread))
             console.print(
@@ -530,7 +779,13 @@ def trace_command(
         if save is not None:
             if "image" not in state:
                 raise ZoomRefineError(f"run {thread} has no image in its state")
-            _save_pictures(state, state["image"], save)
+            image = state["image"]
+            if isinstance(image, str) and not Path(image).is_file():
+                raise ZoomRefineError(
+                    f"cannot --save: the run's input image {image} is gone (the pictures are "
+                    "drawn from it); the trace holds the steps shown above"
+                )
+            _save_pictures(state, image, save)
     except ZoomRefineError as error:
         _fail(str(error))
 
