@@ -692,8 +692,12 @@ def file_size_limit(setup: Setup) -> tuple[Result, Result]:
         for note in bad:
             result.fail(f"{label}: {note}")
         config_ok = True
-        try:
-            json.loads((out / "config.json").read_text())
+        config = out / "config.json"
+        try:  # absent is fine (never written: the write was refused whole); torn is not
+            if config.exists():
+                json.loads(config.read_text())
+            elif records:
+                raise ValueError("missing although predictions were written")
         except (OSError, ValueError) as error:
             config_ok = False
             readers.fail(f"{label}: config.json left unreadable after the stop: {error}")
