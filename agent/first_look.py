@@ -14,13 +14,11 @@ from zoom_refine.tools.views import View, render_view
 
 @dataclass(frozen=True)
 class FirstLook:
-    """The whole image as first shown: its view, the image block, the original's content hash
-    and (width, height) in pixels."""
+    """The whole image as first shown: its view, the image block, the original's content hash."""
 
     view: View
     image_block: dict[str, Any]
     image_sha256: str
-    image_size: tuple[int, int]
 
 
 def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
@@ -34,6 +32,4 @@ def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
         size=context.shown_size(original.size),
     )
     block = image_content_block(shown, context.encoding, context.jpeg_quality)
-    return FirstLook(
-        view=view, image_block=block, image_sha256=original.sha256, image_size=original.size
-    )
+    return FirstLook(view=view, image_block=block, image_sha256=original.sha256)

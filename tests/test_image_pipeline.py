@@ -26,7 +26,7 @@ from zoom_refine.agent.first_look import first_look
 from zoom_refine.agent.local.image_cache import CachingImageProcessor
 from zoom_refine.agent.local.model import LocalVisionChatModel, to_hf_conversation
 from zoom_refine.tools.crop_tool import crop_message_content, make_crop
-from zoom_refine.tools.encoding import image_content_block, recently_encoded
+from zoom_refine.tools.encoding import decode_block_image, image_content_block
 from zoom_refine.tools.images import load_image
 from zoom_refine.tools.settings import ImageSettings
 from zoom_refine.tools.views import downsample
@@ -189,7 +189,7 @@ def test_a_file_is_decoded_once_while_unchanged(tmp_path: Path) -> None:
 def test_lossless_blocks_are_taken_back_undecoded_with_identical_pixels(image_format: str) -> None:
     image = photo_like((320, 180), seed=3)
     block = image_content_block(image, image_format)  # type: ignore[arg-type]
-    assert recently_encoded(block["base64"]) is image
+    assert decode_block_image(block["base64"]) is image  # the very pixels, not decoded
     import base64
 
     decoded = Image.open(io.BytesIO(base64.b64decode(block["base64"]))).convert("RGB")
@@ -197,8 +197,10 @@ def test_lossless_blocks_are_taken_back_undecoded_with_identical_pixels(image_fo
 
 
 def test_jpeg_blocks_are_not_taken_back() -> None:
-    block = image_content_block(photo_like((320, 180), seed=4), "jpeg")
-    assert recently_encoded(block["base64"]) is None  # lossy: the model must see the JPEG pixels
+    image = photo_like((320, 180), seed=4)
+    block = image_content_block(image, "jpeg")
+    decoded = decode_block_image(block["base64"])  # lossy: the model must see the JPEG pixels
+    assert decoded is not image and not np.array_equal(np.asarray(decoded), np.asarray(image))
 
 
 @pytest.mark.slow

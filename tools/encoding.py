@@ -42,12 +42,6 @@ def image_content_block(
     return {"type": "image", "base64": data, "mime_type": f"image/{image_format}"}
 
 
-def recently_encoded(data: str) -> Image.Image | None:
-    """The image whose base64 block data is `data`, if this process encoded it losslessly (PNG or
-    BMP of RGB pixels: decoding would give these very pixels) or decoded it recently; else None."""
-    return _block_images.get(data)
-
-
 def decode_block_image(data: object) -> Image.Image:
     """The image a block's base64 `data` holds: from the block cache, or decoded fully now (so a
     corrupt image fails here, with a ValueError, not later in a model) and cached, since every

@@ -109,9 +109,9 @@ def image_from_block(block: dict[Any, Any]) -> Image.Image:
         url = value.get("url") if isinstance(value, dict) else value
         return _image_from_url(url)
     if "base64" in block:
-        return decode_base64_image(block["base64"])
+        return decode_block_image(block["base64"])
     if block.get("source_type") == "base64":
-        return decode_base64_image(block.get("data"))
+        return decode_block_image(block.get("data"))
     if "url" in block:
         return _image_from_url(block["url"])
     raise ValueError(f"image block has no base64 data: {_REMOTE_IMAGE_HINT}")
@@ -123,12 +123,6 @@ def _image_from_url(url: object) -> Image.Image:
     header, _, data = url.partition(",")
     if not header.endswith(";base64"):
         raise ValueError("image data: URL must be base64-encoded (data:image/png;base64,...)")
-    return decode_base64_image(data)
-
-
-def decode_base64_image(data: object) -> Image.Image:
-    """Decode base64 image bytes (`tools.encoding.decode_block_image`: cached, fully decoded
-    now so a corrupt image fails here and not in the model)."""
     return decode_block_image(data)
 
 
