@@ -39,7 +39,7 @@ from zoom_refine.evals.store import (
     storage_errors,
 )
 from zoom_refine.graphs.baseline import build_baseline_graph
-from zoom_refine.graphs.traces import open_saver, traced_graph
+from zoom_refine.graphs.traces import GRAPH_KEY, open_saver, traced_graph
 from zoom_refine.graphs.zoom_refine import build_graph
 from zoom_refine.tools.errors import InvalidInputError
 
@@ -241,6 +241,7 @@ def run_one(
     thread = run_thread_id(method, sample.id)
     if traced:
         config["configurable"] = {"thread_id": thread}
+        config["metadata"] = {GRAPH_KEY: graph.name}  # which graph `read_trace` replays it with
     try:
         result = graph.invoke(inputs, context=context, config=config)
     except Exception as error:  # one sample's failure is recorded; the run goes on

@@ -29,6 +29,7 @@ from langgraph.types import StreamMode
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
+from zoom_refine.graphs.baseline import build_baseline_graph
 from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.errors import InvalidInputError
@@ -38,6 +39,9 @@ MISSING_DB = (
 )
 NOT_A_DB = "not a trace database: {path} ({reason})"
 UNKNOWN_THREAD = "no run {thread_id!r} in {path} (list runs with `zoom-refine trace {path}`)"
+GRAPH_KEY = "graph"
+"""Run-config metadata key naming the compiled graph that ran (`baseline`, `zoom_refine`),
+stored with every checkpoint, so a trace is replayed with the graph that wrote it."""
 LOCK_TIMEOUT_SECONDS = 60.0
 STREAM_MODES: list[StreamMode] = ["updates", "custom"]
 OUTPUT_KEYS = frozenset(OutputState.__annotations__)
@@ -252,14 +256,26 @@ class Trace:
     state: dict[str, Any]
 
 
+def _replaying_graph(
+    saver: BaseCheckpointSaver[Any], config: dict[str, Any]
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph that wrote the thread (its `GRAPH_KEY` metadata; Zoom-Refine when absent, as in
+    databases written before runs recorded it): replaying a baseline run with the Zoom-Refine
+    graph finds none of its node's tasks, so its trace would hold no steps."""
+    found = saver.get_tuple(config)  # type: ignore[arg-type]
+    if found and (found.metadata or {}).get(GRAPH_KEY) == "baseline":
+        return build_baseline_graph(checkpointer=saver)
+    return traced_graph(saver)
+
+
 def read_trace(path: str | Path, thread_id: str, *, images: bool = True) -> Trace:
     """The run `thread_id` step by step, from `graph.get_state_history` (oldest first).
     An eval sample's key `<method>:<id>` names its latest run (`sample_runs` lists them all).
     `images=False`: the conversation's images stay markers (see `open_saver`), which is faster
     and needs no input image; the steps and the rest of the state are the same."""
     with open_saver(path, images=images) as saver:
-        graph = traced_graph(saver)
         config = {"configurable": {"thread_id": thread_id}}
+        graph = _replaying_graph(saver, config)
         history = list(graph.get_state_history(config))  # type: ignore[arg-type]
         if not history:
             runs = sample_runs(path, thread_id)

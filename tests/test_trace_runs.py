@@ -76,6 +76,9 @@ def test_rerunning_samples_into_one_trace_db_never_continues_an_old_run(
     assert [step.node for step in latest.steps] == ["localize", "crop", "refine"]
     assert [view["id"] for view in latest.state["views"]] == ["img0", "img1"]
     assert {run.thread_id for run in list_runs(db)} == set(threads)
+    baseline = read_trace(db, "baseline:0")  # replayed with the graph that wrote it
+    assert [step.node for step in baseline.steps] == ["answer"]
+    assert baseline.steps[0].record is not None and baseline.steps[0].record["raw"] == "A"
 
 
 @pytest.mark.reliability(
