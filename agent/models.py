@@ -3,7 +3,8 @@
 Specs:
 - `hf:<repo id or local path>`: our local transformers backend (InternVL3 `-hf` checkpoints…);
 - `openai:<model>`: `ChatOpenAI`, for OpenAI or any OpenAI-compatible server given `base_url`
-  (vLLM, LMDeploy, SGLang, `transformers serve`);
+  (vLLM, LMDeploy, SGLang, `transformers serve`); several URLs give one `ChatOpenAI` per server
+  behind `agent.replicas.ReplicaChatModel`;
 - any other `provider:model`: LangChain's `init_chat_model` (needs the `langchain` package).
 
 Every spec is checked (`check_model_spec`) before a model is made, so a spec that cannot work fails
@@ -68,25 +69,32 @@ NO_API_KEY = "EMPTY"
 API_KEY_ENV = "OPENAI_API_KEY"
 """Where `openai:` models read their key: the environment, or `use_api_key` (CLI `--api-key`)."""
 
-_CACHE: dict[tuple[str, str | None, int, int | None, float, str], BaseChatModel] = {}
+ServerUrls = str | tuple[str, ...] | None
+"""`base_url`: one server URL, several (replicas of one model, see `agent.replicas`), or none."""
+
+_CACHE: dict[tuple[str, ServerUrls, int, int | None, float, str, bool], BaseChatModel] = {}
 _LOCK = threading.Lock()
 
 
 def load_chat_model(
     spec: str,
     *,
-    base_url: str | None = None,
+    base_url: ServerUrls = None,
     max_new_tokens: int = 512,
     max_patches: int | None = 12,
     request_timeout: float = 120.0,
     server_tile_budget: str = "none",
+    reuse_prefix: bool = True,
 ) -> BaseChatModel:
     """The chat model for `spec`, created once per process and argument set.
 
     Nothing is downloaded or loaded here for `hf:` specs: the local backend loads its weights
     on its first call.
     """
-    key = (spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget)
+    key = (
+        spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
+        reuse_prefix,
+    )  # fmt: skip
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = _create(*key)
@@ -96,26 +104,31 @@ def load_chat_model(
 def loaded_chat_model(
     spec: str,
     *,
-    base_url: str | None = None,
+    base_url: ServerUrls = None,
     max_new_tokens: int = 512,
     max_patches: int | None = 12,
     request_timeout: float = 120.0,
     server_tile_budget: str = "none",
+    reuse_prefix: bool = True,
 ) -> BaseChatModel | None:
     """The chat model `load_chat_model` made for these arguments, or None if it has not (never
     creates one)."""
-    key = (spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget)
+    key = (
+        spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
+        reuse_prefix,
+    )  # fmt: skip
     with _LOCK:
         return _CACHE.get(key)
 
 
 def _create(
     spec: str,
-    base_url: str | None,
+    base_url: ServerUrls,
     max_new_tokens: int,
     max_patches: int | None,
     request_timeout: float,
     server_tile_budget: str,
+    reuse_prefix: bool = True,
 ) -> BaseChatModel:
     check_model_spec(spec, base_url)
     provider, _, name = spec.partition(":")
@@ -123,10 +136,20 @@ def _create(
         from zoom_refine.agent.local.model import LocalVisionChatModel
 
         return LocalVisionChatModel(
-            model_path=name, max_new_tokens=max_new_tokens, max_patches=max_patches
+            model_path=name,
+            max_new_tokens=max_new_tokens,
+            max_patches=max_patches,
+            reuse_prefix=reuse_prefix,
         )
     if provider == "openai":
         extra_body = server_tile_budget_body(server_tile_budget, max_patches)
+        if isinstance(base_url, tuple):  # several servers of this model: one client each
+            from zoom_refine.agent.replicas import ReplicaChatModel
+
+            return ReplicaChatModel.over(
+                base_url,
+                lambda url: _openai_model(name, url, max_new_tokens, request_timeout, extra_body),
+            )
         return _openai_model(name, base_url, max_new_tokens, request_timeout, extra_body)
     try:
         from langchain.chat_models import init_chat_model
@@ -141,7 +164,7 @@ def _create(
     return model
 
 
-def check_model_spec(spec: str, base_url: str | None = None) -> None:
+def check_model_spec(spec: str, base_url: ServerUrls = None) -> None:
     """Raise InvalidInputError, with one line saying what to do, unless `spec` can be made into a
     model here: `provider:name` with a known provider whose package is installed; `openai:`
     with a key (OPENAI_API_KEY) or a `base_url`; `hf:` with an existing model folder, or a hub
@@ -290,14 +313,25 @@ def use_api_key(key: str | None) -> None:
 
 
 def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, Any] | None:
-    """The request-body fields that carry an InternVL tile budget to a given server."""
+    """The request-body fields that carry an InternVL tile budget to a given server.
+
+    vLLM (`mm_processor_kwargs`, accepted only by a server started with
+    `--trust-request-mm-kwargs`) passes each key to the checkpoint's processor and drops, with a
+    warning in its log, the keys that processor does not take. Both InternVL formats are covered:
+    `max_patches` is read by `-hf` checkpoints (`InternVLForConditionalGeneration`, served by
+    vLLM's `interns1` model with transformers' GotOcr2 image processor), `max_dynamic_patch` by
+    the original format (`InternVLChatModel`, vLLM's own `InternVLProcessor`). Both count tiles
+    without the thumbnail.
+    """
     if max_patches is None or field == "none":
         return None
     if field == "transformers":
         images_kwargs = {"images_kwargs": {"max_patches": max_patches}}
         return {"chat_template_kwargs": {"processor_kwargs": images_kwargs}}
     if field == "vllm":
-        return {"mm_processor_kwargs": {"max_dynamic_patch": max_patches}}
+        return {
+            "mm_processor_kwargs": {"max_patches": max_patches, "max_dynamic_patch": max_patches}
+        }
     raise InvalidInputError(f"server_tile_budget must be none, transformers or vllm; got {field!r}")
 
 

@@ -12,6 +12,12 @@ and the graph records that. Rules, in order of trust:
 - Boxes: labelled boxes first (`<box>[[…]]</box>`, `"bbox_2d": […]`, `Bounding box: […]`), then
   any bracketed four numbers in prose, in reading order. Non-finite numbers mean "no box".
 - Confidence: `Confidence: 0.8`, `80%`, `8/10`, `85` (0–100), or `high` / `medium` / `low`.
+
+The `official` parsing mode (`ParserMode`, the `official` preset) reads as the official code does
+instead (xavier-yu114/Zoom-Refine fc6c1ad, `zoomrefine/ZoomRefine_Base.py`; behaviour matched in
+`tests/test_official_preset.py`): letters by `parse_official_choice` (the **first** labelled
+letter, any of A–E whether offered or not), the box by `parse_official_box` (the **last**
+`Bounding box` / `bbox` labelled `[a, b, c, d]` of unsigned numbers).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _SEP = r"\s*[,;]\s*|\s+"
@@ -81,6 +88,29 @@ _WORD_CONFIDENCE = {
 RawBox = tuple[float, float, float, float]
 """Four numbers exactly as the model wrote them, in whatever frame it used."""
 
+ParserMode = Literal["ours", "official"]
+"""Which rules read a reply: ours (module docstring), or the official code's (`official`)."""
+
+# The official rules, our spelling (Base lines 190-196, 257-282). Each `\s*` run is followed
+# by a required token or by optional tokens that carry their own trailing `\s*`, so long
+# whitespace cannot make them backtrack polynomially; they accept the same texts as the
+# official patterns.
+_OFFICIAL_HEADER = r"answer(?:\*\*)?\s*[:：]\s*"
+"""`Answer:` / `Rechecked Answer:` / `**Answer**:` (the official alternation also matches the
+"Answer" inside "Rechecked Answer", so only "answer" decides where a letter may follow)."""
+_OFFICIAL_BRACKETED = re.compile(_OFFICIAL_HEADER + r"[\(\[]\s*([A-E])\s*[\)\]]", re.IGNORECASE)
+_OFFICIAL_BARE = re.compile(_OFFICIAL_HEADER + r"\b([A-E])\b", re.IGNORECASE)
+_OFFICIAL_RECHECKED = re.compile(
+    r"rechecked answer(?:\*\*)?\s*[:：]\s*(?:[\(\[]\s*)?([A-E])", re.IGNORECASE
+)
+_OFFICIAL_NUMBER = r"([\d.]+)"
+_OFFICIAL_BOX = re.compile(
+    r"(?:bounding box|bbox)(?:\*\*)?\s*(?:[:：]\s*)?(?:\*\*\s*)?\[\s*"
+    + r"\s*,\s*".join([_OFFICIAL_NUMBER] * 4)
+    + r"\s*\]",
+    re.IGNORECASE,
+)
+
 
 def parse_choice(text: str, letters: Iterable[str], *, rechecked: bool = False) -> str | None:
     """The option letter a reply chose (upper case), or None. See the module docstring."""
@@ -116,12 +146,48 @@ def _last_valid(matches: Iterable[re.Match[str]], valid: set[str]) -> tuple[str,
 
 
 def parse_answer(
-    text: str, options: Mapping[str, str] | None, *, rechecked: bool = False
+    text: str,
+    options: Mapping[str, str] | None,
+    *,
+    rechecked: bool = False,
+    mode: ParserMode = "ours",
 ) -> str | None:
-    """An option letter when there are options (`parse_choice`), else free text."""
+    """An option letter when there are options (`parse_choice`), else free text. `official`
+    mode: `parse_official_choice`, whatever the options."""
+    if mode == "official":
+        return parse_official_choice(text, rechecked=rechecked)
     if options:
         return parse_choice(text, options, rechecked=rechecked)
     return parse_open_answer(text, rechecked=rechecked)
+
+
+def parse_official_choice(text: str, *, rechecked: bool = False) -> str | None:
+    """The letter the official code reads (upper case), or None. First call: the first
+    `Answer: (X)` / `Answer: [X]` anywhere, else the first `Answer: X` with X a lone letter
+    (either "Answer" or "Rechecked Answer" labels it). Refine call (`rechecked`): the first
+    `Rechecked Answer:` followed by a letter, bracketed or not, standing alone or not
+    ("Rechecked Answer: because" reads `B`), with no fallback to `Answer:`. Letters are A–E in
+    either case, offered or not."""
+    if rechecked:
+        match = _OFFICIAL_RECHECKED.search(text)
+        return match.group(1).upper() if match else None
+    for pattern in (_OFFICIAL_BRACKETED, _OFFICIAL_BARE):
+        match = pattern.search(text)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def parse_official_box(text: str) -> tuple[str, str, str, str] | None:
+    """The official box text: the four number strings of the **last** `Bounding box: [a, b, c,
+    d]` / `bbox [a, b, c, d]` (label in any case, `**` and the colon optional, numbers of digits
+    and dots only: no signs, no exponents), or None. Strings, since the official code gives up
+    on the box when its last match is not four numbers ("1.2.3")."""
+    matches = list(_OFFICIAL_BOX.finditer(text))
+    if not matches:
+        return None
+    a, b, c, d = matches[-1].groups()
+    return a, b, c, d
 
 
 def parse_open_answer(text: str, *, rechecked: bool = False) -> str | None:

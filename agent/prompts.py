@@ -1,181 +1,152 @@
-"""Every text the model is shown, in one place.
+"""Every text the model is shown, built from a prompt set.
 
-Written after the paper's intent in our own words. The paper preset asks for a box in fractions
-0–1 of the image shown; the `internvl` style asks for InternVL's native `<box>[[…]]</box>` in 0–1000.
+The wording itself is data (`agent.prompt_set`: a TOML file of templates; ours is
+`agent/prompt_sets/default.toml`). This module computes each turn's placeholder values (question,
+options, answer hint, box instructions, …) and renders the turn's template from the set the run
+uses (`ZoomContext.prompt_set`; the default set when none is given). Only the values a template
+uses are computed, so a set may leave out fragments it never refers to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
-PromptStyle = Literal["paper", "internvl"]
+from zoom_refine.agent.prompt_set import PromptSet, PromptStyle, default_prompt_set
 
-QUESTION_WITH_OPTIONS = "Question: {question}\nOptions:\n{options}"
-QUESTION_OPEN = "Question: {question}"
-
-ANSWER_HINT_CHOICE = "the letter of the correct option"
-ANSWER_HINT_OPEN = "a short answer"
-
-BOX_INSTRUCTIONS: dict[PromptStyle, str] = {
-    "paper": (
-        "Bounding box: [x1, y1, x2, y2]\n"
-        "where x1, y1, x2, y2 are the left, top, right and bottom edges of the region as fractions "
-        "of the {image}'s width and height, each between 0 and 1."
-    ),
-    "internvl": (
-        "Bounding box: <box>[[x1, y1, x2, y2]]</box>\n"
-        "where x1, y1, x2, y2 are the left, top, right and bottom edges of the region on a 0 to "
-        "1000 scale of the {image}'s width and height."
-    ),
-}
-
-MULTI_BOX_INSTRUCTIONS: dict[PromptStyle, str] = {
-    "paper": (
-        "Bounding box 1: [x1, y1, x2, y2]\n"
-        "Bounding box 2: [x1, y1, x2, y2]\n"
-        "with one line per region (at most {regions} lines), where x1, y1, x2, y2 are the left, "
-        "top, right and bottom edges of that region as fractions of the {image}'s width and "
-        "height, each between 0 and 1."
-    ),
-    "internvl": (
-        "Bounding box 1: <box>[[x1, y1, x2, y2]]</box>\n"
-        "Bounding box 2: <box>[[x1, y1, x2, y2]]</box>\n"
-        "with one line per region (at most {regions} lines), where x1, y1, x2, y2 are the left, "
-        "top, right and bottom edges of that region on a 0 to 1000 scale of the {image}'s width "
-        "and height."
-    ),
-}
-
-LOCALIZE = """{question_block}
-
-First answer the question from the image as you see it now. Then mark the one region of the \
-image that matters most for the answer, with enough surrounding context to recognise it; it will \
-be cut out of the original high-resolution image so you can look closer.
-Reply in exactly this form:
-Answer: <{answer_hint}>
-{box_instructions}"""
-
-REFINE = """This last image is a close-up of the region you marked, cut from the original \
-high-resolution image, so small details are sharper here. Look at it carefully and re-check your \
-preliminary answer{previous} to the question:
-{question_block}
-
-Briefly say what the close-up shows that bears on the question. Then end with exactly two lines:
-Rechecked Answer: <{answer_hint}>
-Confidence: <how sure you are, a number from 0 to 1>"""
-
-LOCALIZE_MULTI = """{question_block}
-
-First answer the question from the image as you see it now. Then mark where to look closer. \
-Usually one region is enough; when the answer depends on things in separate places (for example \
-two objects to compare), mark each of them as its own region, up to {regions} regions, most \
-important first. Give each region enough surrounding context to recognise it; every region will \
-be cut out of the original high-resolution image so you can look closer.
-Reply in exactly this form:
-Answer: <{answer_hint}>
-{box_instructions}"""
-
-REFINE_MULTI = """These last {count} images are close-ups of the regions you marked, in the order \
-you gave them, cut from the original high-resolution image, so small details are sharper here. \
-Look at them carefully and re-check your preliminary answer{previous} to the question:
-{question_block}
-
-Briefly say what the close-ups show that bears on the question. Then end with exactly two lines:
-Rechecked Answer: <{answer_hint}>
-Confidence: <how sure you are, a number from 0 to 1>"""
-
-ZOOM_AGAIN_MULTI = """You are not sure yet. Within the last close-up you saw, mark the smaller \
-region (or up to {regions} separate regions) that would settle the question, each with a little \
-surrounding context.
-Reply in exactly this form:
-Answer: <{answer_hint}>
-{box_instructions}"""
-
-ZOOM_AGAIN = """You are not sure yet. Within the close-up you just saw, mark the smaller region that \
-would settle the question, with a little surrounding context.
-Reply in exactly this form:
-Answer: <{answer_hint}>
-{box_instructions}"""
-
-BASELINE = """{question_block}
-
-{answer_instruction}"""
-
-BASELINE_CHOICE = (
-    "Answer with the option's letter from the given choices directly, as: Answer: <letter>"
-)
-BASELINE_OPEN = "Answer the question with a short answer, as: Answer: <answer>"
+__all__ = [
+    "PromptStyle",
+    "answer_hint",
+    "baseline_prompt",
+    "localize_prompt",
+    "option_lines",
+    "question_block",
+    "refine_prompt",
+    "system_prompt",
+    "zoom_again_prompt",
+]
 
 
-def question_block(question: str, options: Mapping[str, str] | None) -> str:
+def option_lines(options: Mapping[str, str] | None) -> str:
+    """The `{options}` value: one `A. text` line per option; empty without options."""
+    return "\n".join(f"{letter}. {text}" for letter, text in (options or {}).items())
+
+
+def question_block(
+    question: str, options: Mapping[str, str] | None, prompts: PromptSet | None = None
+) -> str:
     """The question, and its lettered options one per line (`A. text`)."""
-    if not options:
-        return QUESTION_OPEN.format(question=question.strip())
-    lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-    return QUESTION_WITH_OPTIONS.format(question=question.strip(), options=lines)
+    prompts = prompts or default_prompt_set()
+    name = "question_with_options" if options else "question_open"
+    return prompts.render(name, question=question.strip(), options=option_lines(options))
 
 
-def answer_hint(options: Mapping[str, str] | None) -> str:
-    return ANSWER_HINT_CHOICE if options else ANSWER_HINT_OPEN
+def answer_hint(options: Mapping[str, str] | None, prompts: PromptSet | None = None) -> str:
+    """What goes in `Answer: <…>`: a letter with options, a short answer without."""
+    prompts = prompts or default_prompt_set()
+    return prompts.render("answer_hint_choice" if options else "answer_hint_open")
+
+
+def system_prompt(prompts: PromptSet | None = None) -> str | None:
+    """The set's system message, or None when it has none (the model's own default)."""
+    prompts = prompts or default_prompt_set()
+    return prompts.render("system") if prompts.has("system") else None
 
 
 def localize_prompt(
-    question: str, options: Mapping[str, str] | None, style: PromptStyle, regions: int = 1
+    question: str,
+    options: Mapping[str, str] | None,
+    style: PromptStyle,
+    regions: int = 1,
+    *,
+    prompts: PromptSet | None = None,
 ) -> str:
     """First turn: a preliminary answer and one box (up to `regions` boxes when above 1) on the
     whole (downsampled) image."""
-    if regions > 1:
-        return LOCALIZE_MULTI.format(
-            question_block=question_block(question, options),
-            answer_hint=answer_hint(options),
-            regions=regions,
-            box_instructions=MULTI_BOX_INSTRUCTIONS[style].format(image="image", regions=regions),
-        )
-    return LOCALIZE.format(
-        question_block=question_block(question, options),
-        answer_hint=answer_hint(options),
-        box_instructions=BOX_INSTRUCTIONS[style].format(image="image"),
-    )
+    name = "localize_multi" if regions > 1 else "localize"
+    return _render(prompts, name, question, options, style=style, image="image", regions=regions)
 
 
 def refine_prompt(
-    question: str, options: Mapping[str, str] | None, previous_answer: str | None, crops: int = 1
+    question: str,
+    options: Mapping[str, str] | None,
+    previous_answer: str | None,
+    crops: int = 1,
+    *,
+    prompts: PromptSet | None = None,
 ) -> str:
     """After a crop (or `crops` crops, shown in order): re-check the answer with the close-ups;
     end with answer and confidence."""
-    previous = f" ({previous_answer})" if previous_answer else ""
-    template = REFINE_MULTI if crops > 1 else REFINE
-    return template.format(
-        count=crops,
-        previous=previous,
-        question_block=question_block(question, options),
-        answer_hint=answer_hint(options),
-    )
+    name = "refine_multi" if crops > 1 else "refine"
+    return _render(prompts, name, question, options, count=crops, previous_answer=previous_answer)
 
 
 def zoom_again_prompt(
-    options: Mapping[str, str] | None, style: PromptStyle, regions: int = 1
+    options: Mapping[str, str] | None,
+    style: PromptStyle,
+    regions: int = 1,
+    *,
+    question: str | None = None,
+    previous_answer: str | None = None,
+    prompts: PromptSet | None = None,
 ) -> str:
     """When still unsure: a box (up to `regions` boxes when above 1) inside the latest close-up
-    (nested zoom; with several crops, the last one)."""
-    if regions > 1:
-        return ZOOM_AGAIN_MULTI.format(
-            answer_hint=answer_hint(options),
-            regions=regions,
-            box_instructions=MULTI_BOX_INSTRUCTIONS[style].format(
-                image="close-up", regions=regions
-            ),
-        )
-    return ZOOM_AGAIN.format(
-        answer_hint=answer_hint(options),
-        box_instructions=BOX_INSTRUCTIONS[style].format(image="close-up"),
+    (nested zoom; with several crops, the last one). `question` is needed only by a set whose
+    zoom-again template shows it (ours does not)."""
+    name = "zoom_again_multi" if regions > 1 else "zoom_again"
+    return _render(
+        prompts,
+        name,
+        question,
+        options,
+        style=style,
+        image="close-up",
+        regions=regions,
+        previous_answer=previous_answer,
     )
 
 
-def baseline_prompt(question: str, options: Mapping[str, str] | None) -> str:
+def baseline_prompt(
+    question: str, options: Mapping[str, str] | None, *, prompts: PromptSet | None = None
+) -> str:
     """One direct answer, no zoom: the comparison every experiment needs."""
-    return BASELINE.format(
-        question_block=question_block(question, options),
-        answer_instruction=BASELINE_CHOICE if options else BASELINE_OPEN,
-    )
+    return _render(prompts, "baseline", question, options)
+
+
+def _render(
+    prompts: PromptSet | None,
+    name: str,
+    question: str | None,
+    options: Mapping[str, str] | None,
+    *,
+    style: PromptStyle = "paper",
+    image: str = "image",
+    regions: int = 1,
+    count: int = 1,
+    previous_answer: str | None = None,
+) -> str:
+    """Template `name` of `prompts` (default: ours), with only the values it uses computed."""
+    prompts = prompts or default_prompt_set()
+    used = prompts.placeholders(name)
+    values: dict[str, object] = {
+        "options": option_lines(options),
+        "regions": regions,
+        "count": count,
+        "previous_answer": previous_answer or "",
+    }
+    if question is not None:
+        values["question"] = question.strip()
+        if "question_block" in used:
+            values["question_block"] = question_block(question, options, prompts)
+    if "answer_hint" in used:
+        values["answer_hint"] = answer_hint(options, prompts)
+    if "previous" in used:
+        previous = previous_answer and prompts.render("previous", previous_answer=previous_answer)
+        values["previous"] = previous or ""
+    if "box_instructions" in used:
+        fragment = f"{'multi_' if regions > 1 else ''}box_instructions_{style}"
+        values["box_instructions"] = prompts.render(fragment, image=image, regions=regions)
+    if "answer_instruction" in used:
+        values["answer_instruction"] = prompts.render(
+            "baseline_choice" if options else "baseline_open"
+        )
+    return prompts.render(name, **values)

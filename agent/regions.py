@@ -19,9 +19,19 @@ for (`expected_frame`):
 4. Else → pixels of the view (no margin above 1000: a pixel box on a view wider than 1000 px is
    far more likely than a 0–1000 box past its edge).
 
-A forced `box_format` (`norm1`, `norm1000`) refuses numbers outside its range instead (the
-official behaviour of skipping refinement), and `accept_inverted_boxes=False` refuses swapped
-corners.
+A forced `box_format` (`norm1`, `norm1000`) refuses numbers outside its range instead, and
+`accept_inverted_boxes=False` refuses swapped corners.
+
+`box_parser="official"` (the `official` preset) reads as the official code does instead
+(`ZoomRefine_Base.py` fc6c1ad, `parse_bbox` lines 190–219, `expand_bbox` 221–255,
+`crop_image_from_bbox` 284–311): only the **last** `Bounding box` / `bbox` labelled box
+(`parsing.parse_official_box`); corners not strictly ordered (x1 < x2, y1 < y2, before clamping)
+→ no box, hence no second call; each value clamped to 0–1 whatever its size (so `[0, 0, 500, 600]`
+is the whole image: there is no 0–1000 frame); a box empty after clamping → no box. The region is
+the official crop itself: padded by `OFFICIAL_PADDING` in 0–1 of the image shown, rounded
+outwards to whole pixels (`tools.official_image.official_crop_box`), so the crop planner must add
+no padding of its own (`padding=0`, checked by the context). One box per reply, whatever
+`max_regions` says.
 """
 
 from __future__ import annotations
@@ -34,15 +44,18 @@ from langchain_core.messages import ToolCall
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.families import Family, qwen_resized_size
-from zoom_refine.agent.parsing import RawBox, parse_boxes
-from zoom_refine.tools.boxes import BoxFrame, FloatBox, box_to_pixels
+from zoom_refine.agent.parsing import RawBox, parse_boxes, parse_official_box
+from zoom_refine.tools.boxes import BoxFrame, FloatBox, box_norm1_to_pixels, box_to_pixels
 from zoom_refine.tools.crop import merge_overlapping_pixel_boxes
 from zoom_refine.tools.crop_tool import CROP_TOOL_NAME
+from zoom_refine.tools.official_image import OFFICIAL_PADDING, official_crop_box
 from zoom_refine.tools.views import View, next_view_ids
 
 NO_BOX = "no box in the reply: keeping the answer, no zoom"
 INVERTED_BOX = "box corners inverted and accept_inverted_boxes is off: no zoom"
 OUT_OF_RANGE = "box numbers outside the {frame} range (box_format is forced): no zoom"
+OFFICIAL_NOT_ORDERED = "box corners not in order x1 < x2, y1 < y2 (official parser): no zoom"
+OFFICIAL_EMPTY = "box empty once clamped to 0-1 (official parser): no zoom"
 FRAME_LIMITS: dict[str, float] = {"norm1": 1.0, "norm1000": 1000.0}
 """The largest value of each normalized frame."""
 
@@ -171,6 +184,8 @@ def read_regions(
     boxes). Several accepted regions whose crops would overlap heavily are merged into their
     union (`merge_overlapping_pixel_boxes`, with the context's crop settings).
     """
+    if context.box_parser == "official":
+        return read_official_region(text, view)
     expected = expected_frame(family, context.prompt_style == "internvl")
     readings = [
         _read_box(box, expected, view, family, context, processed_size)
@@ -194,6 +209,44 @@ def read_regions(
             for item in merged
         ]
     return RegionRead(boxes=readings, regions=regions)
+
+
+def read_official_region(text: str, view: View) -> RegionRead:
+    """The official parser's one region (module docstring): the reading keeps the clamped 0–1
+    box mapped to original pixels; the region is the padded, whole-pixel official crop."""
+    found = parse_official_box(text)
+    if found is None:
+        return RegionRead(boxes=[], regions=[])
+    try:
+        x1, y1, x2, y2 = (float(value) for value in found)
+    except ValueError:  # "1.2.3": the official code gives up on the box (recorded as no box)
+        return RegionRead(boxes=[], regions=[])
+    raw: RawBox = (x1, y1, x2, y2)
+    if not (x1 < x2 and y1 < y2):
+        return RegionRead(
+            boxes=[BoxReading(raw=raw, frame=None, note=OFFICIAL_NOT_ORDERED)], regions=[]
+        )
+    clamped = official_clamp(raw)
+    if clamped is None:
+        return RegionRead(boxes=[BoxReading(raw=raw, frame=None, note=OFFICIAL_EMPTY)], regions=[])
+    pixels = box_norm1_to_pixels(clamped, view.box)
+    crop = official_crop_box(clamped, view.box, OFFICIAL_PADDING)
+    reading = BoxReading(raw=raw, frame="norm1", pixels=pixels)
+    region = Region(
+        box=(float(crop.x1), float(crop.y1), float(crop.x2), float(crop.y2)), members=(0,)
+    )
+    return RegionRead(boxes=[reading], regions=[region])
+
+
+def official_clamp(box: RawBox) -> RawBox | None:
+    """An ordered box with each value clamped to 0–1; a side that collapsed gets 1e-6 back
+    (below 1), and a box still empty is None, as the official parser does."""
+    x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in box)
+    if x1 >= x2:
+        x2 = min(1.0, x1 + 1e-6)
+    if y1 >= y2:
+        y2 = min(1.0, y1 + 1e-6)
+    return (x1, y1, x2, y2) if x1 < x2 and y1 < y2 else None
 
 
 def _read_box(

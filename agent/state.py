@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -27,6 +27,7 @@ __all__ = [
     "InputState",
     "OutputState",
     "StepRecord",
+    "ToolCallRecord",
     "ViewRecord",
     "ZoomState",
 ]
@@ -48,12 +49,34 @@ def merge_usage(left: dict[str, int] | None, right: dict[str, int] | None) -> di
     return merged
 
 
+class ToolCallRecord(TypedDict):
+    """One zoom call of an agent turn (`graphs.agent`), as the model made it and as read."""
+
+    id: str
+    """The call id (the server's, or `call-<turn>-<k>` for a call written as text)."""
+    name: str | None
+    """The tool name the model wrote."""
+    args: dict[str, Any] | None
+    """The arguments as written (None when they could not be read)."""
+    image: str | None
+    """The view id the box is drawn on (`img0` = the original)."""
+    box: list[float] | None
+    """The box as written, in `box_frame` of `image`."""
+    box_frame: str | None
+    """`norm1`, `norm1000` or `pixel` (pixels of `image` as the model saw it)."""
+    view: str | None
+    """Id the crop gets when the tool makes it (see the run's `views`)."""
+    error: str | None
+    """Why the call was not run (malformed, unknown tool, bad box, over budget); None if run."""
+
+
 class StepRecord(TypedDict):
     """One row of a run's trace: a model call (`localize`, `refine`, `answer`), or a crop that
     failed (`crop`, with `raw` None and the reason in `note`)."""
 
     node: str
-    """The node that wrote it: `localize`, `refine`, `answer` (baseline) or `crop`."""
+    """The node that wrote it: `localize`, `refine`, `answer` (baseline), `agent` (a turn of
+    the model-driven graph) or `crop`."""
     hop: int
     """The zoom hop: 0 for the first look; refine and a failed crop count the crop's hop."""
     raw: str | None
@@ -73,7 +96,10 @@ class StepRecord(TypedDict):
     regions: NotRequired[list[list[float]]]
     """Multi-region localize: the regions cropped, in original pixels (after merging)."""
     crops: NotRequired[list[str]]
-    """Multi-region refine: the ids of the crops shown, in order."""
+    """Multi-region refine: the ids of the crops shown, in order. Agent: the crops this turn's
+    prompt showed (the results of the previous turn's calls)."""
+    tool_calls: NotRequired[list[ToolCallRecord]]
+    """Agent: every zoom call of this reply, as read (run, or refused with the reason)."""
     confidence: NotRequired[float | None]
     """Refine: the confidence (0–1) in the answer, when known."""
     confidence_source: NotRequired[str]
@@ -119,7 +145,9 @@ class OutputState(TypedDict, total=False):
     image_sha256: str
     """SHA-256 of the input image's bytes: which image this answer belongs to."""
     stop_reason: str
-    """Why the run ended: `confident`, `max_hops`, `no_box`, `crop_failed` (or `baseline`)."""
+    """Why the run ended: `confident`, `max_hops`, `no_box`, `crop_failed` (or `baseline`);
+    the agent graph: `answered` (a reply without tool calls) or `max_hops` (asked to answer once
+    its zoom budget was spent)."""
 
 
 class ZoomState(InputState, OutputState, total=False):

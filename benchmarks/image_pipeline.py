@@ -13,9 +13,16 @@ crop) up to the tensors the model consumes, with the real InternVL3 processor (4
 - ours, exact (`exact_preprocessing=True`): full-resolution images, the processor resizes them.
 
 Each repeat uses a freshly generated image (no cache carries over between samples). Prints the
-median CPU and wall time per sample, the ratio ours / official-style, and the mean absolute
-difference (0–255 grey levels) between the tiles the model receives from our view and from the
-official path, for the localize image (tiles and thumbnail) and the crop.
+median CPU and wall time per sample and the ratio ours / official-style.
+
+Then the pixels, against the **real official path** (`zoomrefine/ZoomRefine_Base.py`): the first
+image shrunk to ≤ 4096 px and re-saved as JPEG 85 when over 4096 px or 7 MiB, decoded, tiled with
+Pillow (`tools.official_image.official_first_image`, `official_tiles`); the crop cut from the
+original, saved as JPEG 95, decoded, tiled likewise. For each of our paths (default; exact
+preprocessing; the `official` preset, which sends the official bytes and lets the InternVL
+processor tile them) it prints the mean absolute difference in 0–255 grey levels of the tiles
+(without the thumbnail), the thumbnail, and the crop's tiles; and the same for the plain HF
+processor fed the full-resolution image (what the old table compared against).
 
     python benchmarks/image_pipeline.py [--repeats 5]
 """
@@ -47,10 +54,16 @@ from zoom_refine.agent.context import ZoomContext  # noqa: E402
 from zoom_refine.agent.first_look import first_look  # noqa: E402
 from zoom_refine.agent.local.model import LocalVisionChatModel, to_hf_conversation  # noqa: E402
 from zoom_refine.agent.prompts import localize_prompt, refine_prompt  # noqa: E402
+from zoom_refine.agent.regions import read_regions  # noqa: E402
 from zoom_refine.testing import build_tiny_internvl3  # noqa: E402
+from zoom_refine.tools.boxes import Box  # noqa: E402
 from zoom_refine.tools.crop_tool import crop_message_content, make_crop  # noqa: E402
 from zoom_refine.tools.encoding import text_content_block  # noqa: E402
 from zoom_refine.tools.images import load_image  # noqa: E402
+from zoom_refine.tools.official_image import (  # noqa: E402
+    official_crop_box as official_pixels_crop,
+)
+from zoom_refine.tools.official_image import official_first_image, official_tiles  # noqa: E402
 
 QUESTION = "Which platform does the train to Geneva leave from?"
 OPTIONS = {"A": "3", "B": "7", "C": "12", "D": "5"}
@@ -126,7 +139,10 @@ def our_sample(path: Path, context: ZoomContext, model: LocalVisionChatModel) ->
     first = [HumanMessage(content=[look.image_block, question])]
     localize_inputs = model._prepare_inputs(backend, to_hf_conversation(first))
     original = load_image(path, max_pixels=context.max_pixels).image  # the crop tool's load
-    crop = make_crop(original, [look.view.to_record()], "img0", BOX, "norm1", context)
+    reply = f"Answer: B\nBounding box: {BOX}"
+    read = read_regions(reply, look.view, original.size, "internvl", context)  # as the graph
+    box = list(read.regions[0].box)
+    crop = make_crop(original, [look.view.to_record()], "img0", box, "original", context)
     crop_blocks = crop_message_content(crop, context)[1:]
     refine = text_content_block(refine_prompt(QUESTION, OPTIONS, "B"))
     second = [
@@ -158,6 +174,38 @@ def tile_difference(ours: Any, official: Any, tiles: slice) -> float:
     return float(np.abs(a - b).mean())
 
 
+def official_path_tiles(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The official pipeline's tiles (0–255, N×3×448×448) of the first image and of the crop of
+    `BOX`: shrink + JPEG 85 when over the limits, Pillow tiling; the crop from the original,
+    JPEG 95, Pillow tiling."""
+    import io
+
+    prepared = official_first_image(path.read_bytes())
+    with Image.open(io.BytesIO(prepared.data)) as shown:
+        first = official_tiles(shown)
+    original = Image.open(path).convert("RGB")
+    box = official_pixels_crop(BOX, Box.full(original.size))
+    buffer = io.BytesIO()
+    original.crop(box.as_tuple()).save(buffer, format="JPEG", quality=95, optimize=True)
+    with Image.open(buffer) as crop:
+        second = official_tiles(crop)
+    return _stack(first), _stack(second)
+
+
+def _stack(tiles: list[Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(tile, dtype=np.float64).transpose(2, 0, 1) for tile in tiles])
+
+
+def path_difference(inputs: Any, official: np.ndarray, tiles: slice, start: int = 0) -> float:
+    """Mean |Δ| (0–255) between the model's tiles `tiles` (offset by `start` in the inputs) and
+    the official path's, or NaN when the tile grids differ."""
+    ours = grey_levels(inputs["pixel_values"][start:])[tiles]
+    theirs = official[tiles]
+    if ours.shape != theirs.shape:
+        return float("nan")
+    return float(np.abs(ours - theirs).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -177,6 +225,7 @@ def main() -> None:
         processor = AutoProcessor.from_pretrained(checkpoint)
         ours = ZoomContext(model=model)
         exact = ZoomContext(model=model, exact_preprocessing=True)
+        preset = ZoomContext.official(model=model)
         print(
             f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
         )
@@ -189,13 +238,19 @@ def main() -> None:
             paths = [
                 write_image(Path(folder), size, file_format, seed) for seed in range(args.repeats)
             ]
-            runs: dict[str, list[tuple[float, float]]] = {"official": [], "ours": [], "exact": []}
+            runs: dict[str, list[tuple[float, float]]] = {
+                "official": [],
+                "ours": [],
+                "exact": [],
+                "preset": [],
+            }
             last: dict[str, Any] = {}
             for path in paths:
                 for name, run in (
                     ("official", lambda p=path: official_sample(p, processor)),
                     ("ours", lambda p=path: our_sample(p, ours, model)),
                     ("exact", lambda p=path: our_sample(p, exact, model)),
+                    ("preset", lambda p=path: our_sample(p, preset, model)),
                 ):
                     cpu, wall, last[name] = measured(run)
                     runs[name].append((cpu, wall))
@@ -204,31 +259,37 @@ def main() -> None:
                 ("official", "official-style"),
                 ("ours", "ours"),
                 ("exact", "ours, exact"),
+                ("preset", "official preset"),
             ):
                 cpu = statistics.median(c for c, _ in runs[name])
                 wall = statistics.median(w for _, w in runs[name])
                 print(f"{case:<19} {label:<15} {cpu:7.3f} {wall:7.3f} {cpu / base:9.2f}")
-            report_differences(case, last)
+            report_differences(case, last, official_path_tiles(paths[-1]))
             print()
 
 
-def report_differences(case: str, last: dict[str, Any]) -> None:
-    """Mean absolute grey-level difference of the model's tiles, ours vs official, last sample."""
-    official_first, official_second = last["official"]
-    ours_first, ours_second = last["ours"]
-    exact_first, exact_second = last["exact"]
-    tiles = int(official_first["pixel_values"].shape[0])
-    crop_tiles = slice(
-        tiles, None
-    )  # the refine call holds the first image's tiles, then the crop's
-    print(
-        f"{case:<19} tiles vs official, mean |Δ| (0–255): "
-        f"view {tile_difference(ours_first, official_first, slice(0, tiles - 1)):.3f}, "
-        f"thumbnail {tile_difference(ours_first, official_first, slice(tiles - 1, tiles)):.3f}, "
-        f"crop {tile_difference(ours_second, official_second, crop_tiles):.3f}; "
-        f"exact: view {tile_difference(exact_first, official_first, slice(None)):.3f}, "
-        f"crop {tile_difference(exact_second, official_second, crop_tiles):.3f}"
-    )
+def report_differences(
+    case: str, last: dict[str, Any], official_path: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Mean absolute grey-level difference of the model's tiles against the real official path
+    (module docstring), last sample: tiles, thumbnail, crop tiles."""
+    first, crop = official_path
+    count = first.shape[0]
+    body, thumbnail = slice(0, count - 1), slice(count - 1, count)
+    for name, label in (
+        ("official", "HF processor, full image"),
+        ("ours", "ours (default)"),
+        ("exact", "ours, exact"),
+        ("preset", "official preset"),
+    ):
+        localize, refine = last[name]
+        start = int(localize["pixel_values"].shape[0])  # the refine call repeats the first image
+        print(
+            f"{case:<19} vs official path, mean |Δ| (0–255), {label:<24}: "
+            f"tiles {path_difference(localize, first, body):.3f}, "
+            f"thumbnail {path_difference(localize, first, thumbnail):.3f}, "
+            f"crop {path_difference(refine, crop, slice(None), start):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,27 @@ Reproduced, per benchmark:
 
 The exact instruction sentences are benchmark protocol (the text the model sees), reproduced so
 that baseline numbers are comparable; everything else here is ours.
+
+**The official Zoom-Refine conversion** (xavier-yu114/Zoom-Refine fc6c1ad; `official_prompt`,
+`official_question`, used under `ZoomContext(question_text="official")`, the `official` preset):
+its runs read each benchmark from a JSON file its scripts wrote, whose user message is the whole
+prompt, and the pipeline sends that prompt as the question:
+
+- **HR-Bench** (`evaluation/build_json.py`, lines 44–55): the question, a newline, "The choices are
+  listed below:", one line per option `(A) text` (A–D), MME-RealWorld's instruction sentence with
+  "(A, B, C, or D)" and no full stop, then "The best answer is:." (with that full stop).
+- **MME-RealWorld** (`scripts/convert.py`, lines 36–47): the `Text` with **no** separator before
+  "The choices are listed below:" (a question ending in "?" reads "?The choices…"), the dataset's
+  own choice strings one per line, the instruction sentence with "(A, B, C, D, or E)", then "The
+  best answer is:.". Rows read from a TSV (no `Answer choices` list) get `(A) text` choices.
+- **V\\***: the official repository converts no V* data; we use the MME-RealWorld layout above,
+  `convert.py` being its generic converter.
+
+`official_prompt` is that stored prompt (what the official baseline, `evaluation/base.py`, sends
+as it is). `official_question` is what the Zoom-Refine pipeline puts in its template
+(`zoomrefine/ZoomRefine_Base.py` lines 392–395): the prompt with the five-letter "Respond with only
+the letter (A, B, C, D, or E) of the correct option" removed wherever it occurs, then stripped.
+HR-Bench's four-letter sentence does not match that phrase, so it stays in the question.
 """
 
 from __future__ import annotations
@@ -47,6 +68,47 @@ MME_INSTRUCTION = (
     "Respond with only the letter (A, B, C, D, or E) of the correct option."
 )
 MME_CUE = "The best answer is:"
+
+
+OFFICIAL_CHOICES_HEADER = "The choices are listed below:\n"
+OFFICIAL_SELECT = (
+    "Select the best answer to the above multiple-choice question based on the image. "
+)
+OFFICIAL_RESPOND_FIVE = "Respond with only the letter (A, B, C, D, or E) of the correct option"
+"""The phrase the official pipeline removes from the question (Base line 394)."""
+OFFICIAL_RESPOND_FOUR = "Respond with only the letter (A, B, C, or D) of the correct option"
+OFFICIAL_CUE = "The best answer is:."
+
+
+def official_prompt(benchmark: Benchmark, sample: Sample) -> str:
+    """The whole prompt the official data conversion stores for `sample` (module docstring),
+    from the row as read (`sample.source`) where it holds the fields the conversion reads."""
+    source = sample.source
+    if benchmark == "hr-bench":
+        question = str(source.get("question", sample.question))
+        options = {letter: str(source.get(letter, text)) for letter, text in sample.options.items()}
+        choices = "".join(f"({letter}) {text}\n" for letter, text in options.items())
+        return (
+            f"{question}\n{OFFICIAL_CHOICES_HEADER}{choices}"
+            f"{OFFICIAL_SELECT}{OFFICIAL_RESPOND_FOUR}\n{OFFICIAL_CUE}"
+        )
+    text = str(source.get("Text", sample.question))
+    listed = source.get("Answer choices")
+    if isinstance(listed, list) and all(isinstance(item, str) for item in listed):
+        lines = list(listed)
+    else:
+        lines = [mme_choice(letter, value) for letter, value in sample.options.items()]
+    choices = "\n".join(lines)
+    return (
+        f"{text}{OFFICIAL_CHOICES_HEADER}{choices}\n"
+        f"{OFFICIAL_SELECT}{OFFICIAL_RESPOND_FIVE}\n{OFFICIAL_CUE}"
+    )
+
+
+def official_question(benchmark: Benchmark, sample: Sample) -> str:
+    """What the official pipeline shows as the question: `official_prompt` with the five-letter
+    answer instruction removed, stripped (module docstring)."""
+    return official_prompt(benchmark, sample).replace(OFFICIAL_RESPOND_FIVE, "").strip()
 
 
 def benchmark_prompt(benchmark: Benchmark, sample: Sample) -> str:

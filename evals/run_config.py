@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoom_refine.agent.prompt_set import PromptSet
 from zoom_refine.evals.store import replace_json
 from zoom_refine.tools.errors import ZoomRefineError
 
@@ -43,18 +44,23 @@ CONFIG_NAME = "config.json"
 HISTORY_KEY = "previous_configs"
 CONTEXT_KEY = "context"
 VERSION_KEY = "zoom_refine_version"
+PROMPTS_KEY = "prompts"
+PROMPTS_FILE_KEY = "prompts_file"
 
 RESULT_NEUTRAL_SETTINGS: frozenset[str] = frozenset(
     {
         "data",  # where the dataset lies; its content is `dataset_sha256`, which is compared
         "shard",  # which samples run (--shard), not how: each record is a whole (sample, method)
         "limit",  # likewise (--limit)
-        "base_url",  # where the model is served (a restarted server on another port); the
+        "base_url",  # where the model is served (a restarted server on another port, or
+        # another set of replicas: one URL is recorded as a string, several as a list); the
         # model itself is `model`, which is compared
         "request_timeout",  # how long to wait; a timeout is an error record, which
         # --retry-errors reruns
         VERSION_KEY,  # allowed, and noted: the earlier config (with its version) is kept in
         # previous_configs
+        PROMPTS_FILE_KEY,  # where the prompt set lies; its content is `prompts` (a hash of
+        # its templates), which is compared
     }
 )
 """Recorded settings (top-level config.json keys, or `context` fields, by name) that may differ
@@ -102,6 +108,14 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.name} {_shown(self.old)} → {_shown(self.new)}"
+
+
+def prompt_set_settings(prompt_set: PromptSet) -> dict[str, str]:
+    """How config.json records a run's prompt set (`ZoomContext.prompts`), in its `context`:
+    `prompts` is `sha256:` and the hash of the template texts (compared: another wording refuses
+    a resume), `prompts_file` where it was read from (`default` for ours; neutral: the same
+    texts moved elsewhere are the same set)."""
+    return {PROMPTS_KEY: f"sha256:{prompt_set.sha256}", PROMPTS_FILE_KEY: prompt_set.source}
 
 
 def settings(config: dict[str, Any]) -> dict[str, Any]:

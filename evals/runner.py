@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sqlite3
 import time
 import traceback
 import uuid
@@ -26,11 +25,11 @@ from langchain_core.language_models import BaseChatModel
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
-from zoom_refine.evals.prompts import benchmark_prompt
-from zoom_refine.evals.run_config import resumed_config, write_config_file
+from zoom_refine.evals.prompts import benchmark_prompt, official_prompt, official_question
+from zoom_refine.evals.run_config import prompt_set_settings, resumed_config, write_config_file
 from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
-from zoom_refine.evals.scoring import summarize
+from zoom_refine.evals.scoring import Extractor, summarize
 from zoom_refine.evals.store import (
     FULL_DISK_REASONS,
     PredictionStore,
@@ -38,17 +37,34 @@ from zoom_refine.evals.store import (
     replace_json,
     storage_errors,
 )
+from zoom_refine.graphs.agent import build_agent_graph
 from zoom_refine.graphs.baseline import build_baseline_graph
-from zoom_refine.graphs.traces import GRAPH_KEY, open_saver, traced_graph
+from zoom_refine.graphs.traces import GRAPH_KEY, is_trace_store_error, open_saver, traced_graph
 from zoom_refine.graphs.zoom_refine import build_graph
 from zoom_refine.tools.errors import InvalidInputError
 
-Method = Literal["zoom-refine", "baseline"]
+Method = Literal["zoom-refine", "baseline", "agent"]
 METHODS: dict[str, tuple[Method, ...]] = {
     "zoom-refine": ("zoom-refine",),
     "baseline": ("baseline",),
+    "agent": ("agent",),
     "both": ("baseline", "zoom-refine"),
 }
+"""Each name `--method` takes (a comma list of them, `parse_methods`) and the methods it runs:
+`zoom-refine`, `baseline`, `agent` (model-driven zoom, `graphs.agent`), `both` = the first two."""
+BAD_METHOD = "--method takes a comma list of {known}; got {value!r}"
+
+
+def parse_methods(value: str) -> tuple[Method, ...]:
+    """`baseline,zoom-refine,agent` → the methods in that order, each once (`both` expands)."""
+    methods: list[Method] = []
+    for name in (part.strip() for part in value.split(",")):
+        if name not in METHODS:
+            raise InvalidInputError(BAD_METHOD.format(known=", ".join(METHODS), value=value))
+        methods.extend(method for method in METHODS[name] if method not in methods)
+    return tuple(methods)
+
+
 BAD_SHARD = "--shard must be I/N with 0 <= I < N (e.g. 0/4), got {value!r}"
 
 
@@ -66,9 +82,13 @@ class EvalPlan:
     concurrency: int = 1
     retry_errors: bool = False
     bad_rows: Literal["skip", "wrong"] = "wrong"
-    extractor: Literal["strict", "official"] = "strict"
-    trace_db: Path | None = None
-    """Also checkpoint every run into this SQLite file, each run in a new thread
+    extractor: Extractor = "strict"
+    skip_unanswered: bool = False
+    """Score as the official scripts do: records without a first answer leave the denominator
+    (`evals.scoring`; off: they count as wrong)."""
+    trace_db: str | Path | None = None
+    """Also checkpoint every run into this trace database (a SQLite file, or a `postgresql://`
+    URL: `graphs.trace_urls.trace_target`), each run in a new thread
     (`run_thread_id`: `<method>:<id>:<uuid>`, recorded as the prediction's `thread_id`), for
     `zoom-refine trace`."""
     resume_anyway: bool = False
@@ -173,9 +193,15 @@ def _run_eval_locked(
         graphs = {
             "zoom-refine": traced_graph(saver) if saver else build_graph(),
             "baseline": build_baseline_graph(checkpointer=saver),
+            "agent": build_agent_graph(checkpointer=saver),
         }
         _run_all(plan, context, store, graphs, on_record, traced=saver is not None)
-    summary = summarize(plan.benchmark, list(store), extractor=plan.extractor)
+    summary = summarize(
+        plan.benchmark,
+        list(store),
+        extractor=plan.extractor,
+        skip_unanswered=plan.skip_unanswered,
+    )
     replace_json(plan.out / "summary.json", summary)
     return summary
 
@@ -235,8 +261,11 @@ def run_one(
     """One (sample, method): the graph's output as a record, or the error it ended in."""
     started = time.perf_counter()
     inputs = {"image": sample.image, "question": sample.question, "options": sample.options}
+    official = context.question_text == "official"  # the official conversion's whole prompt
+    if official and method != "baseline":
+        inputs["question"] = official_question(benchmark, sample)
     if method == "baseline":  # the benchmark's own prompt, as its official numbers were made
-        inputs["prompt"] = benchmark_prompt(benchmark, sample)
+        inputs["prompt"] = (official_prompt if official else benchmark_prompt)(benchmark, sample)
     config: dict[str, Any] = {"recursion_limit": context.recursion_limit}
     thread = run_thread_id(method, sample.id)
     if traced:
@@ -271,7 +300,7 @@ STORAGE_FAILED = (
 def is_storage_failure(error: BaseException) -> bool:
     """A failure to store (the trace database, or a full disk), as opposed to a model's or a
     sample's."""
-    if isinstance(error, sqlite3.Error):
+    if is_trace_store_error(error):  # SQLite or Postgres
         return True
     return isinstance(error, OSError) and error.errno in FULL_DISK_REASONS
 
@@ -370,6 +399,7 @@ def run_config(plan: EvalPlan, context: ZoomContext) -> dict[str, Any]:
         for item in dataclasses.fields(context)
         if item.name != "model"
     }
+    settings |= prompt_set_settings(context.prompt_set)
     model = context.model if isinstance(context.model, str) else _model_name(context.model)
     config = {
         "benchmark": plan.benchmark,
@@ -379,6 +409,7 @@ def run_config(plan: EvalPlan, context: ZoomContext) -> dict[str, Any]:
         "shard": f"{plan.shard[0]}/{plan.shard[1]}",
         "limit": plan.limit,
         "extractor": plan.extractor,
+        "skip_unanswered": plan.skip_unanswered,
         "bad_rows": plan.bad_rows,
         "model": model,
         "context": settings,

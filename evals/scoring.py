@@ -36,10 +36,21 @@ Written after reading each benchmark's reference evaluation (paraphrased; no cod
   `Z` is returned as None here: VLMEvalKit scores it wrong, and so do we, as unparsed.
   Later changes (a letter must be among the last 4 tokens; a length cap on text matching; an
   "answer is X" regex, 2025-08 and 2026-06) are not reproduced.
+- `official-baseline`: the Zoom-Refine repository's baseline scorer (xavier-yu114/Zoom-Refine
+  fc6c1ad, `evaluation/eval_acc.py` line 75), any benchmark: the **first letter A–E in either
+  case anywhere** in the reply, offered or not ("The answer is B" reads `E`, from "The";
+  "Based on" reads `B`). A reply with no such letter is unparsed; that script also leaves it out
+  of its denominator, which `skip_unanswered` does (with it, this is the script's whole rule).
 
 **Aggregates** (`summarize`): every record counts. An unparseable answer (None) is wrong and
 its id is listed; a record with status "error" (a crash, a bad dataset row) is wrong and listed
-separately. Nothing is dropped from a denominator.
+separately. Nothing is dropped from a denominator, unless `skip_unanswered` is set: then, as the
+official Zoom-Refine scorers do, every record without a first answer is left out of every count
+and listed as skipped: a Zoom-Refine record whose localize reply gave no letter
+(`initial_answer`, `zoomrefine/zoomrefine_acc.py` lines 61–63; its final answer is the rechecked
+one, else that first one, as ours), a baseline record whose extracted letter is None
+(`evaluation/eval_acc.py` lines 81–85), and every error record (the official scripts record no
+answer for those). Off by default: skipping flatters a model that often fails to answer.
 
 - HR-Bench: per `category` (`single` = FSP, `cross` = FCP) and overall. The official number
   (DreamMr/HR-Bench `image_mcq.py`, VLMEvalKit `report_acc_hrbench`) is the mean over the
@@ -71,8 +82,9 @@ from zoom_refine.agent.parsing import parse_choice
 from zoom_refine.evals.prompts import mme_choice
 from zoom_refine.evals.samples import Benchmark
 
-Extractor = Literal["strict", "official"]
-METHOD_ORDER = ("baseline", "zoom-refine")
+Extractor = Literal["strict", "official", "official-baseline"]
+EXTRACTORS: tuple[Extractor, ...] = ("strict", "official", "official-baseline")
+METHOD_ORDER = ("baseline", "zoom-refine", "agent")
 UNKNOWN = "(unknown)"
 DIAGRAM_TABLE = "diagram and table"
 HR_CATEGORY_NAMES = {"single": "FSP", "cross": "FCP"}
@@ -102,6 +114,8 @@ def extract_choice(
         return None
     if extractor == "strict":
         return parse_choice(text, options.keys(), rechecked=True)
+    if extractor == "official-baseline":
+        return official_baseline(text)
     if benchmark == "mme-realworld":
         return mme_realworld_official(text, options)
     return vlmevalkit_official(text, options)
@@ -135,6 +149,17 @@ def mme_realworld_official(text: str, options: Mapping[str, str]) -> str | None:
         if lowered in choice.lower():
             return choice[1]
     return None
+
+
+_BASELINE_LETTER = re.compile(r"[A-Ea-e]")
+"""eval_acc.py's pattern is an optional "(", spaces, a letter, spaces, an optional ")": the
+first such letter is the first A–E or a–e anywhere, which is all this needs."""
+
+
+def official_baseline(text: str) -> str | None:
+    """The Zoom-Refine repository's baseline rule (module docstring), upper-cased."""
+    letter = _BASELINE_LETTER.search(text)
+    return letter.group(0).upper() if letter else None
 
 
 _VLMEVAL_REFUSALS = (
@@ -189,6 +214,8 @@ class Scored:
     correct: bool
     error: bool
     fields: dict[str, str] = field(default_factory=dict)
+    answered: bool = True
+    """Whether the record has a first answer (what `skip_unanswered` keeps; module docstring)."""
 
     @property
     def unparsed(self) -> bool:
@@ -204,7 +231,7 @@ def score_records(
 ) -> tuple[list[Scored], int]:
     """Judge each record (the last one wins per (id, method)); returns them and how many
     records `exclude_diagram_table` left out."""
-    if extractor == "official" and benchmark is None:
+    if extractor != "strict" and benchmark is None:
         raise ValueError("the official extractor needs the benchmark")
     latest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for record in records:
@@ -229,11 +256,11 @@ def _score(
     error = record.get("status") == "error"
     letter: str | None = None
     if not error:
-        if extractor == "official":
+        if extractor != "strict":
             assert benchmark is not None
             options = {str(k): str(v) for k, v in (record.get("options") or {}).items()}
             letter = extract_choice(
-                record.get("raw"), options, extractor="official", benchmark=benchmark
+                record.get("raw"), options, extractor=extractor, benchmark=benchmark
             )
         else:
             answer = record.get("answer")
@@ -241,6 +268,7 @@ def _score(
             letter = letter or None
     truth = record.get("ground_truth")
     correct = letter is not None and truth is not None and letter == str(truth).strip().upper()
+    first = letter if record.get("method") == "baseline" else record.get("initial_answer")
     return Scored(
         id=str(record["id"]),
         method=str(record["method"]),
@@ -248,6 +276,7 @@ def _score(
         correct=correct,
         error=error,
         fields=fields,
+        answered=not error and first is not None,
     )
 
 
@@ -353,26 +382,81 @@ def summarize(
     *,
     extractor: Extractor = "strict",
     exclude_diagram_table: bool = False,
+    skip_unanswered: bool = False,
 ) -> dict[str, Any]:
     """Per method: accuracy per group (with counts), unparsed and error ids, the benchmark's
-    headline means; and the paired baseline / zoom-refine changes. JSON-safe."""
+    headline means; and the paired baseline / zoom-refine changes. JSON-safe.
+    `skip_unanswered`: records without a first answer leave every count (module docstring);
+    each method lists them as `skipped_ids`. Each method's `costs` are `method_costs`; and
+    `paired_methods` holds the fixed / broken counts of every pair of methods run."""
+    records = list(records)
     scored, excluded = score_records(
         benchmark, records, extractor=extractor, exclude_diagram_table=exclude_diagram_table
     )
+    skipped: dict[str, list[str]] = defaultdict(list)
+    if skip_unanswered:
+        for item in scored:
+            if not item.answered:
+                skipped[item.method].append(item.id)
+        scored = [item for item in scored if item.answered]
     by_method: dict[str, list[Scored]] = defaultdict(list)
     for item in scored:
         by_method[item.method].append(item)
     methods = {
         method: _method_summary(benchmark, by_method[method])
-        for method in ordered_methods(by_method)
+        for method in ordered_methods([*by_method, *skipped])
     }
+    if skip_unanswered:
+        for method, summary in methods.items():
+            summary["skipped_ids"] = sorted(skipped.get(method, []))
+    for method, costs in method_costs(records).items():
+        if method in methods:
+            methods[method]["costs"] = costs
+    names = list(methods)
     return {
         "benchmark": benchmark,
         "extractor": extractor,
         "exclude_diagram_table": exclude_diagram_table,
+        "skip_unanswered": skip_unanswered,
         "excluded": excluded,
         "methods": methods,
         "paired": _paired(scored),
+        "paired_methods": {
+            f"{before} → {after}": _paired(scored, before, after)
+            for i, before in enumerate(names)
+            for after in names[i + 1 :]
+        },
+    }
+
+
+def method_costs(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method, over its finished samples (the last record per sample, errors left out):
+    mean tool calls (agent zoom calls, or Zoom-Refine's crops), images shown (`views`), model
+    calls and tokens (input + output, where the backend reported them) per sample."""
+    latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for record in records:
+        latest[(str(record["id"]), str(record["method"]))] = record
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for (_, method), record in latest.items():
+        if record.get("status") != "ok":
+            continue
+        usage = record.get("usage") or {}
+        steps = record.get("steps") or []
+        views = record.get("views") or []
+        calls = sum(len(step.get("tool_calls") or []) for step in steps)
+        total = sums[method]
+        total["samples"] += 1
+        total["tool_calls"] += calls if method == "agent" else max(len(views) - 1, 0)
+        total["images"] += len(views)
+        total["model_calls"] += usage.get("model_calls", 0)
+        total["tokens"] += usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+    return {
+        method: {"samples": int(total["samples"])}
+        | {
+            f"{key}_per_sample": round(total[key] / total["samples"], 3)
+            for key in ("tool_calls", "images", "model_calls", "tokens")
+        }
+        for method, total in sums.items()
     }
 
 
@@ -463,20 +547,23 @@ def paired_changes(
     return _paired(scored)
 
 
-def _paired(scored: Iterable[Scored]) -> dict[str, Any]:
+def _paired(
+    scored: Iterable[Scored], first: str = "baseline", second: str = "zoom-refine"
+) -> dict[str, Any]:
+    """Fixed (`first` wrong, `second` right) and broken counts over the samples both ran."""
     by_id: dict[str, dict[str, bool]] = defaultdict(dict)
     for item in scored:
         by_id[item.id][item.method] = item.correct
     fixed: list[str] = []
     broken: list[str] = []
     both_right = both_wrong = 0
-    only: dict[str, int] = {"baseline": 0, "zoom-refine": 0}
+    only: dict[str, int] = {first: 0, second: 0}
     for sample_id, results in sorted(by_id.items()):
-        if "baseline" not in results or "zoom-refine" not in results:
+        if first not in results or second not in results:
             for method in only:
                 only[method] += int(method in results)
             continue
-        before, after = results["baseline"], results["zoom-refine"]
+        before, after = results[first], results[second]
         if after and not before:
             fixed.append(sample_id)
         elif before and not after:
@@ -495,8 +582,8 @@ def _paired(scored: Iterable[Scored]) -> dict[str, Any]:
         "mcnemar_p": mcnemar_exact(len(fixed), len(broken)),
         "fixed_ids": fixed,
         "broken_ids": broken,
-        "only_baseline": only["baseline"],
-        "only_zoom_refine": only["zoom-refine"],
+        f"only_{first.replace('-', '_')}": only[first],
+        f"only_{second.replace('-', '_')}": only[second],
     }
 
 

@@ -98,11 +98,20 @@ def _footer(summary: Mapping[str, Any], show: Sequence[str]) -> list[str]:
         )
     if summary.get("excluded"):
         lines.append(f"left out (Diagram and Table): {summary['excluded']} records")
-    paired = summary.get("paired") or {}
-    if paired.get("pairs"):
-        lines.append(
-            f"paired ({paired['pairs']} samples): fixed {paired['fixed']}, broken "
-            f"{paired['broken']}, both right {paired['both_right']}, both wrong "
-            f"{paired['both_wrong']}, McNemar p = {paired['mcnemar_p']:.3g}"
-        )
+    for method in show:
+        if costs := methods[method].get("costs"):
+            lines.append(
+                f"{method} per sample: {costs['tool_calls_per_sample']:.2f} tool calls, "
+                f"{costs['images_per_sample']:.2f} images, {costs['model_calls_per_sample']:.2f} "
+                f"model calls, {costs['tokens_per_sample']:.0f} tokens"
+            )
+    pairs = summary.get("paired_methods") or {"baseline → zoom-refine": summary.get("paired")}
+    for name, paired in pairs.items():
+        if paired and paired.get("pairs"):
+            label = "paired" if name == "baseline → zoom-refine" else f"paired {name}"
+            lines.append(
+                f"{label} ({paired['pairs']} samples): fixed {paired['fixed']}, broken "
+                f"{paired['broken']}, both right {paired['both_right']}, both wrong "
+                f"{paired['both_wrong']}, McNemar p = {paired['mcnemar_p']:.3g}"
+            )
     return lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -14,7 +14,7 @@ from langgraph.types import RetryPolicy
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.first_look import first_look
 from zoom_refine.agent.parsing import parse_answer
-from zoom_refine.agent.prompts import baseline_prompt
+from zoom_refine.agent.prompts import baseline_prompt, system_prompt
 from zoom_refine.agent.state import (
     InputState,
     OutputState,
@@ -33,13 +33,11 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
     options = normalize_options(state.get("options"))
     model = resolve_model(context)  # before the view: it is made at the model's input size
     look = first_look(state["image"], context)
-    prompt = HumanMessage(
-        content=[
-            look.image_block,
-            text_content_block(state.get("prompt") or baseline_prompt(question, options)),
-        ]
-    )
-    reply = call_model(model, [prompt])
+    text = state.get("prompt") or baseline_prompt(question, options, prompts=context.prompt_set)
+    prompt = HumanMessage(content=[look.image_block, text_content_block(text)])
+    system = system_prompt(context.prompt_set)
+    opening: list[BaseMessage] = [SystemMessage(system)] if system else []
+    reply = call_model(model, [*opening, prompt])
     answer = parse_answer(reply.text, options)
     step = step_record(
         "answer",
@@ -53,7 +51,7 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
         note=None if answer else "no answer in the reply",
     )
     return {
-        "messages": [prompt, AIMessage(content=reply.text)],
+        "messages": [*opening, prompt, AIMessage(content=reply.text)],
         "views": [look.view.to_record()],
         "image_sha256": look.image_sha256,
         "answer": answer,

@@ -18,6 +18,7 @@ from zoom_refine.agent.conversation import to_model_messages
 from zoom_refine.agent.families import Family
 from zoom_refine.agent.local.model import LocalVisionChatModel
 from zoom_refine.agent.state import StepRecord
+from zoom_refine.tools.errors import InvalidInputError
 
 
 def is_transient_model_error(error: BaseException) -> bool:
@@ -33,6 +34,46 @@ def is_transient_model_error(error: BaseException) -> bool:
     if isinstance(error, openai.APIStatusError):
         return error.status_code >= 500
     return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+NEEDS_TRUSTED_MM_KWARGS = (
+    "the model server refuses per-request processor options (server_tile_budget 'vllm' sends "
+    "mm_processor_kwargs with the tile budget): start vLLM with --trust-request-mm-kwargs, or set "
+    "the budget server-wide with --mm-processor-kwargs '{{\"max_patches\": N}}' and use "
+    "--server-tile-budget none (server: {server})"
+)
+TOO_MANY_IMAGES = (
+    "the model server refuses this many images in one request (refine sends the view and each "
+    "crop together: 1 + max_hops x max_regions images): start vLLM with --limit-mm-per-prompt "
+    "'{{\"image\": 4}}' or more (server: {server})"
+)
+CONTEXT_TOO_LONG = (
+    "the request is longer than the model server's context (images cost tokens per tile): start "
+    "vLLM with a larger --max-model-len, or send a smaller tile budget (--max-patches N with "
+    "--server-tile-budget vllm) (server: {server})"
+)
+SERVER_REFUSALS = (
+    ("Per-request mm_processor_kwargs are disabled", NEEDS_TRUSTED_MM_KWARGS),
+    ("may be provided in one prompt", TOO_MANY_IMAGES),
+    ("maximum context length is", CONTEXT_TOO_LONG),  # "This model's maximum context length is N"
+    ("exceeds model's maximum context length", CONTEXT_TOO_LONG),  # after images are expanded
+)
+"""(text in vLLM's 400 reply, what to tell the user): refusals a server flag fixes."""
+
+
+def server_refusal(error: BaseException) -> str | None:
+    """One line saying which server flag fixes `error`, when it is a 400 from an
+    OpenAI-compatible server (vLLM's wording) that a flag fixes; else None."""
+    import openai
+
+    if not isinstance(error, openai.BadRequestError):
+        return None
+    text = error.message
+    for marker, message in SERVER_REFUSALS:
+        if marker in text:
+            server = " ".join(text.split())[:300]
+            return message.format(server=server)
+    return None
 
 
 MODEL_RETRY = RetryPolicy(
@@ -90,7 +131,13 @@ def call_model(
     """Send the conversation (as plain turns) and time the call."""
     started = time.perf_counter()
     runnable = model.bind(logprobs=True) if logprobs else model
-    reply = runnable.invoke(to_model_messages(log))
+    try:
+        reply = runnable.invoke(to_model_messages(log))
+    except Exception as error:  # re-raised unless a server flag fixes it (one line, user error)
+        refusal = server_refusal(error)
+        if refusal is None:
+            raise
+        raise InvalidInputError(refusal) from error
     seconds = time.perf_counter() - started
     sizes = reply.response_metadata.get("image_sizes") if isinstance(reply, AIMessage) else None
     return ModelReply(

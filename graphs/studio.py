@@ -7,6 +7,7 @@ come from the context schema (`ZoomContext`): in Studio, set them in the assista
 
 from __future__ import annotations
 
+from zoom_refine.graphs.agent import build_agent_graph
 from zoom_refine.graphs.baseline import build_baseline_graph
 from zoom_refine.graphs.zoom_refine import build_graph
 
@@ -15,3 +16,6 @@ graph = build_graph(name="zoom_refine")
 
 baseline = build_baseline_graph(name="baseline")
 """One direct answer on the downsampled view, for side-by-side comparisons."""
+
+agent = build_agent_graph(name="agent")
+"""Model-driven zoom: the model calls the zoom tool itself (`tool_convention`, `max_hops`)."""

@@ -1,10 +1,13 @@
-"""Persistent traces: run the Zoom-Refine graph with a SQLite checkpointer and read runs back.
+"""Persistent traces: run the Zoom-Refine graph with a checkpointer and read runs back.
 
+A trace database is a SQLite file (the embedded default) or a PostgreSQL database named by a
+`postgresql://user@host:port/db` URL (`graphs.trace_postgres`: several machines can write it).
 Each run is one LangGraph thread (a new uuid). Checkpoints are written with a strict serializer:
 msgpack only (no pickle fallback) and, on reading, only LangGraph's built-in allowlist of safe
 types is revived — the state is plain data plus LangChain messages, so nothing else is needed.
 Images are kept once per database, not in every row (`graphs.trace_blobs`); databases written
-before that read as they always did.
+before that read as they always did. Runs are listed from a small index table (`graphs.run_index`)
+written as they go, never from the checkpoints themselves.
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ from langgraph.types import StreamMode
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
+from zoom_refine.graphs import run_index
+from zoom_refine.graphs.agent import build_agent_graph
 from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.run_index import IndexedSaver, RunIndexWriter, RunSummary
 from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
+from zoom_refine.graphs.trace_urls import MISSING_DRIVER, TraceTarget, describe_target, trace_target
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.errors import InvalidInputError
+
+__all__ = ["RunSummary", "TraceTarget", "describe_target", "trace_target"]  # re-exported
 
 MISSING_DB = (
     "trace database not found: {path} (write one with `zoom-refine ask … --trace-db {path}`)"
@@ -56,15 +65,23 @@ def strict_serde() -> JsonPlusSerializer:
 @contextmanager
 def open_saver(
     path: str | Path, *, create: bool = False, compact: bool = True, images: bool = True
-) -> Iterator[SqliteSaver]:
-    """A SqliteSaver on `path` with the strict serializer. Reading (`create=False`) refuses a
-    missing file or one that is not a trace database, with an InvalidInputError.
+) -> Iterator[IndexedSaver]:
+    """A checkpointer on the trace database `path` (a SQLite file, or a `postgresql://` URL:
+    `trace_target`) with the strict serializer, keeping the run index. Reading
+    (`create=False`) refuses a missing database or one that is not a trace database, with an
+    InvalidInputError.
 
     `compact` (the default) stores each image once per database (`graphs.trace_blobs`); False
     writes every image into every row, as traces were first written. Either reads both kinds
     of row. `images=False` leaves images as `{"zr_blob": …}` markers on reading: for callers
     that never look at them (listings), and the input image is not needed."""
-    db = Path(path)
+    target = trace_target(path)
+    if isinstance(target, str):
+        with _open_postgres(target, create=create, compact=compact, images=images) as shared:
+            yield shared
+        return
+    db = target
+    saver: IndexedSaver
     if not create:
         _check_trace_db(db)
     elif db.parent and not db.parent.exists():
@@ -75,12 +92,42 @@ def open_saver(
     blobs = BlobStore(db)
     try:
         if compact:
-            yield CompactSqliteSaver(conn, serde=TraceSerializer(blobs, expand=images))
+            saver = IndexedCompactSqliteSaver(conn, serde=TraceSerializer(blobs, expand=images))
         else:
-            yield SqliteSaver(conn, serde=strict_serde())
+            saver = IndexedSqliteSaver(conn, serde=strict_serde())
+        saver.setup()
+        try:
+            run_index.sqlite_ensure_index(conn, saver, GRAPH_KEY)
+        except sqlite3.OperationalError:
+            if create:  # a database we cannot write: the run would fail anyway
+                raise
+            # read-only (a file or folder we may not write): listed the old way
+        if run_index.sqlite_has_index(conn):
+            saver.run_index = RunIndexWriter(saver.index_write, GRAPH_KEY)
+        yield saver
     finally:
         blobs.close()
         conn.close()
+
+
+@contextmanager
+def _open_postgres(
+    url: str, *, create: bool, compact: bool, images: bool
+) -> Iterator[IndexedSaver]:
+    try:
+        from zoom_refine.graphs.trace_postgres import PostgresBlobStore, open_postgres_saver
+    except ImportError as error:  # psycopg or langgraph-checkpoint-postgres missing
+        raise InvalidInputError(MISSING_DRIVER) from error
+    blobs = PostgresBlobStore(url) if compact else None
+    serde = TraceSerializer(blobs, expand=images) if blobs else strict_serde()
+    try:
+        with open_postgres_saver(
+            url, create=create, serde=serde, graph_key=GRAPH_KEY, blobs=blobs
+        ) as saver:
+            yield saver
+    finally:
+        if blobs is not None:
+            blobs.close()
 
 
 def _check_trace_db(db: Path) -> None:
@@ -93,6 +140,49 @@ def _check_trace_db(db: Path) -> None:
         raise InvalidInputError(NOT_A_DB.format(path=db, reason=error)) from error
     if not {"checkpoints", "writes"} <= tables:
         raise InvalidInputError(NOT_A_DB.format(path=db, reason="no checkpoint tables"))
+
+
+class _SqliteIndexed(IndexedSaver, SqliteSaver):
+    def index_write(self, row: tuple[str | None, ...]) -> None:
+        """Upsert a run's index row, in the saver's lock and its own transaction."""
+        with self.cursor() as cursor:
+            cursor.execute(run_index.upsert_sql("sqlite"), row)
+
+    def listed_runs(self) -> list[RunSummary]:
+        if run_index.sqlite_has_index(self.conn):
+            return run_index.sqlite_runs(self.conn)
+        threads = run_index.sqlite_threads(self.conn)  # a read-only database never indexed
+        return run_index.runs_from_checkpoints(self, threads, GRAPH_KEY)
+
+    def threads_with_prefix(self, prefix: str) -> list[str]:
+        query = _SAMPLE_RUNS.format(mark="?")
+        return [str(row[0]) for row in self.conn.execute(query, (len(prefix), prefix))]
+
+
+class IndexedCompactSqliteSaver(_SqliteIndexed, CompactSqliteSaver):
+    """The default SQLite trace saver: compact images, and the run index kept."""
+
+
+class IndexedSqliteSaver(_SqliteIndexed):
+    """Every image in every row (`compact=False`), and the run index kept."""
+
+
+_SAMPLE_RUNS = (
+    "SELECT thread_id, MIN(checkpoint_id) FROM checkpoints WHERE checkpoint_ns = '' "
+    "AND substr(thread_id, 1, {mark}) = {mark} GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
+)
+"""The runs of one eval sample (`sample_runs`); `{mark}`: the driver's parameter mark."""
+
+
+def is_trace_store_error(error: BaseException) -> bool:
+    """Whether `error` is the trace database failing (SQLite or Postgres), not a run's own."""
+    if isinstance(error, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(error, psycopg.Error)
 
 
 def traced_graph(
@@ -125,19 +215,33 @@ def run_graph(
     db: str | Path | None = None,
     on_event: Callable[[str, Any], None] | None = None,
     on_thread: Callable[[str], None] | None = None,
+    graph: str = "zoom_refine",
 ) -> Run:
     """Run Zoom-Refine once. With `db`, every checkpoint goes to that SQLite file under a new
     thread id (`on_thread` hears it before the run starts). With `on_event`, events are streamed
     as they happen (`stream_mode=["updates", "custom"]`): node updates and crop events."""
     if db is None:
         plain: RunnableConfig = {"recursion_limit": context.recursion_limit}
-        return Run(_drive(build_graph(), inputs, context, plain, on_event))
+        return Run(_drive(_graph_named(graph, None), inputs, context, plain, on_event))
     with open_saver(db, create=True) as saver:
         config = thread_config(context)
+        config["metadata"] = {GRAPH_KEY: graph}
         thread_id = str((config.get("configurable") or {})["thread_id"])
         if on_thread:
             on_thread(thread_id)
-        return Run(_drive(traced_graph(saver), inputs, context, config, on_event), thread_id)
+        compiled = _graph_named(graph, saver)
+        return Run(_drive(compiled, inputs, context, config, on_event), thread_id)
+
+
+def _graph_named(
+    name: str, saver: BaseCheckpointSaver[Any] | None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph `GRAPH_KEY` names (`zoom_refine`, `baseline`, `agent`), with `saver`."""
+    if name == "baseline":
+        return build_baseline_graph(checkpointer=saver)
+    if name == "agent":
+        return build_agent_graph(checkpointer=saver)
+    return traced_graph(saver) if saver is not None else build_graph()
 
 
 def _drive(
@@ -161,40 +265,12 @@ def _drive(
     return final
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """One run in a trace database."""
-
-    thread_id: str
-    started: str
-    """ISO time of the run's first checkpoint (UTC)."""
-    question: str | None
-    answer: str | None
-    stop_reason: str | None
-
-
 def list_runs(path: str | Path) -> list[RunSummary]:
-    """Every run in the database, oldest first."""
+    """Every run in the database, oldest first, from the run index (`graphs.run_index`; a
+    database written before it gets it now, once). A SQLite database that cannot be written,
+    and has no index yet, is listed the old way: two whole checkpoints decoded per run."""
     with open_saver(path, images=False) as saver:
-        rows = saver.conn.execute(
-            "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
-            "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
-        ).fetchall()
-        runs = []
-        for thread_id, first_id, last_id in rows:
-            first = _checkpoint(saver, thread_id, first_id)
-            last = _checkpoint(saver, thread_id, last_id)
-            values = _channel_values(first) | _channel_values(last)
-            runs.append(
-                RunSummary(
-                    thread_id=thread_id,
-                    started=str(first.get("ts", "")),
-                    question=values.get("question"),
-                    answer=values.get("answer"),
-                    stop_reason=values.get("stop_reason"),
-                )
-            )
-        return runs
+        return saver.listed_runs()
 
 
 RUN_SUFFIX = re.compile(r":[0-9a-f]{32}")
@@ -205,29 +281,8 @@ def sample_runs(path: str | Path, key: str) -> list[str]:
     """The thread ids of every run of one eval sample, oldest first: `key` is `<method>:<id>`
     (e.g. `zoom-refine:42`); each run of it is a thread `<key>:<uuid>`."""
     with open_saver(path) as saver:
-        rows = saver.conn.execute(
-            "SELECT thread_id, MIN(checkpoint_id) FROM checkpoints WHERE checkpoint_ns = '' "
-            "AND substr(thread_id, 1, ?) = ? GROUP BY thread_id ORDER BY MIN(checkpoint_id)",
-            (len(key) + 1, key + ":"),
-        ).fetchall()
-    return [str(thread) for thread, _ in rows if RUN_SUFFIX.fullmatch(str(thread)[len(key) :])]
-
-
-def _checkpoint(saver: SqliteSaver, thread_id: str, checkpoint_id: str) -> Mapping[str, Any]:
-    config = {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": "",
-            "checkpoint_id": checkpoint_id,
-        }
-    }
-    found = saver.get_tuple(config)  # type: ignore[arg-type]
-    return found.checkpoint if found else {}
-
-
-def _channel_values(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    values = checkpoint.get("channel_values") or {}
-    return dict(values) if isinstance(values, Mapping) else {}
+        threads = saver.threads_with_prefix(key + ":")
+    return [thread for thread in threads if RUN_SUFFIX.fullmatch(thread[len(key) :])]
 
 
 @dataclass(frozen=True)
@@ -263,9 +318,7 @@ def _replaying_graph(
     databases written before runs recorded it): replaying a baseline run with the Zoom-Refine
     graph finds none of its node's tasks, so its trace would hold no steps."""
     found = saver.get_tuple(config)  # type: ignore[arg-type]
-    if found and (found.metadata or {}).get(GRAPH_KEY) == "baseline":
-        return build_baseline_graph(checkpointer=saver)
-    return traced_graph(saver)
+    return _graph_named(str((found.metadata or {}).get(GRAPH_KEY) if found else ""), saver)
 
 
 def read_trace(path: str | Path, thread_id: str, *, images: bool = True) -> Trace:

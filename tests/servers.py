@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +59,16 @@ class RunningServer:
     base_url: str
     """`http://127.0.0.1:PORT/v1`."""
     process: subprocess.Popen[bytes]
-    """The `transformers serve` process, leader of its own process group."""
+    """The server process (`transformers serve`, vLLM's API server), leader of its own process
+    group."""
+    model_name: str = ""
+    """The `model` field requests must send."""
+    log: IO[bytes] | None = None
+    """The server's output so far (read it with `log_tail`), while it runs."""
+
+    def output(self) -> str:
+        """The end of what the server printed (for assertion messages)."""
+        return log_tail(self.log) if self.log is not None else ""
 
     def kill(self) -> None:
         """SIGKILL the whole group, as a crash or the OOM killer would: no graceful shutdown."""
@@ -152,42 +161,74 @@ def start_server(
     """`serve_model`, yielding the process too: for tests that kill or pause the server. Stopped
     on exit the same way, whatever the test did to it (killed, paused)."""
     model_name = served_model_name(model_dir)
-    with tempfile.TemporaryFile(prefix="transformers-serve-", suffix=".log") as log:
+
+    def command(port: int) -> list[str]:
+        return [
+            str(transformers_executable()),
+            "serve",
+            model_name,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            *extra_args,
+        ]
+
+    with run_server(
+        command,
+        model_name=model_name,
+        env=server_environment(),
+        startup_timeout=startup_timeout,
+        stop_grace=stop_grace,
+        log_prefix="transformers-serve-",
+    ) as server:
+        yield server
+
+
+@contextmanager
+def run_server(
+    command: Callable[[int], list[str]],
+    *,
+    model_name: str,
+    env: dict[str, str],
+    startup_timeout: float,
+    stop_grace: float,
+    log_prefix: str,
+    listed_as_loaded: bool = True,
+) -> Iterator[RunningServer]:
+    """Start `command(port)` on a free port in its own process group, wait for `/health` and for
+    `/v1/models` to list `model_name` (with `listed_as_loaded`, also its status `loaded`, as
+    `transformers serve` reports it), yield it, and stop the whole group on exit. A port taken
+    between `free_port` and the bind is retried on another port."""
+    with tempfile.TemporaryFile(prefix=log_prefix, suffix=".log") as log:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port()
-            command = [
-                str(transformers_executable()),
-                "serve",
-                model_name,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--device",
-                "cpu",
-                *extra_args,
-            ]
+            argv = command(port)
             log.seek(0)
             log.truncate()
             process = subprocess.Popen(
-                command,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=server_environment(),
+                env=env,
                 start_new_session=True,  # own process group: stopped as a whole, never orphaned
             )
             try:
                 root = f"http://{HOST}:{port}"
                 try:
-                    wait_until_healthy(process, root, log, command, startup_timeout)
+                    wait_until_healthy(process, root, log, argv, startup_timeout)
                 except ServerStartError:
                     # Another process may have taken the port between `free_port` and the bind.
                     if attempt < PORT_ATTEMPTS and PORT_TAKEN in log_tail(log).lower():
                         continue
                     raise
-                check_model_listed(root, model_name, log)
-                yield RunningServer(base_url=f"{root}/v1", process=process)
+                check_model_listed(root, model_name, log, require_loaded=listed_as_loaded)
+                yield RunningServer(
+                    base_url=f"{root}/v1", process=process, model_name=model_name, log=log
+                )
                 return
             finally:
                 stop_process_group(process, stop_grace)
@@ -223,13 +264,17 @@ def wait_until_healthy(
         time.sleep(0.2)
 
 
-def check_model_listed(root: str, model_name: str, log: IO[bytes]) -> None:
-    """`/v1/models` must list the pinned model under the name requests will use, loaded."""
+def check_model_listed(
+    root: str, model_name: str, log: IO[bytes], *, require_loaded: bool = True
+) -> None:
+    """`/v1/models` must list the pinned model under the name requests will use (and, with
+    `require_loaded`, report it loaded: `transformers serve` does, vLLM has no such field)."""
     with urllib.request.urlopen(f"{root}/v1/models", timeout=10) as response:
         listing = json.load(response)
     entries = {entry.get("id"): entry for entry in listing.get("data", [])}
     entry = entries.get(model_name)
-    if entry is None or entry.get("status", {}).get("value") != "loaded":
+    loaded = entry is not None and entry.get("status", {}).get("value") == "loaded"
+    if entry is None or (require_loaded and not loaded):
         raise ServerStartError(
             f"the server does not list {model_name!r} as loaded: {listing}\n"
             f"Its output:\n{log_tail(log)}"
@@ -281,3 +326,123 @@ def log_tail(log: IO[bytes], limit: int = LOG_TAIL_CHARS) -> str:
     start = max(0, size - 4 * limit)
     text = os.pread(log.fileno(), size - start, start).decode("utf-8", errors="replace")
     return text[-limit:]
+
+
+# --- vLLM (CPU build, in its own venv: zoom_refine.testing.vllm_env) --------------------------
+
+VLLM_STARTUP_TIMEOUT_S = 300.0
+"""Import of vLLM, engine start and model load with `--enforce-eager`: about 30 s on two idle
+CPU cores; a shared machine can take several times that."""
+VLLM_KV_CACHE_GIB = 1
+"""`VLLM_CPU_KVCACHE_SPACE`: the KV cache vLLM's CPU backend reserves, in GiB (its default
+takes a large share of the machine's memory)."""
+VLLM_BASE_ARGS: tuple[str, ...] = (
+    "--max-model-len",
+    "8192",
+    "--dtype",
+    "float32",
+    "--enforce-eager",
+)
+"""What any vLLM server in the tests runs with: a context that fits two 12-tile images (the tiny
+models' own limit, `max_position_embeddings`),
+the checkpoint's own precision (the tiny models' greedy replies were trained in float32), and no
+graph compilation (about 28 s to start instead of 90 s)."""
+VLLM_ZOOM_REFINE_ARGS: tuple[str, ...] = (
+    "--limit-mm-per-prompt",
+    '{"image": 4}',
+    "--trust-request-mm-kwargs",
+    "--enable-prompt-tokens-details",
+)
+"""The flags our defaults need (docs/vllm.md): refine sends the view and the crop in one request
+(more than vLLM's default of one image per prompt), `server_tile_budget="vllm"` sends
+per-request processor kwargs, and `usage.cached_tokens` needs the prompt-token details."""
+
+
+def vllm_environment(cache_dir: Path) -> dict[str, str]:
+    """Offline, a bounded KV cache, vLLM's own caches under `cache_dir`, no usage reporting, and
+    none of this project's venv (the server runs in the vLLM venv)."""
+    env = server_environment()
+    for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(key, None)
+    env.update(
+        {
+            "VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_CACHE_GIB),
+            "VLLM_CACHE_ROOT": str(cache_dir),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+    )
+    return env
+
+
+@contextmanager
+def start_vllm(
+    model_dir: Path | str,
+    *,
+    python: Path | None = None,
+    extra_args: Sequence[str] = VLLM_ZOOM_REFINE_ARGS,
+    startup_timeout: float = VLLM_STARTUP_TIMEOUT_S,
+    stop_grace: float = STOP_GRACE_S,
+) -> Iterator[RunningServer]:
+    """Run vLLM's OpenAI-compatible server for `model_dir` (any checkpoint folder vLLM can load)
+    on a free port of 127.0.0.1; yield it once `/health` answers and `/v1/models` lists it.
+
+    `python` is the vLLM venv's interpreter (default: `ensure_vllm_env()`, built now if not
+    cached). The command line is `VLLM_BASE_ARGS` + `extra_args`: by default the flags our
+    defaults need (`VLLM_ZOOM_REFINE_ARGS`); pass `()` for a server with none of them. Requests
+    send `model=str(model_dir)` (`RunningServer.model_name`). Stopped by its process group on
+    exit (the API server and its engine-core child together).
+    """
+    if python is None:
+        from zoom_refine.testing.vllm_env import ensure_vllm_env
+
+        python = ensure_vllm_env().python
+    model_name = str(model_dir)
+
+    def command(port: int) -> list[str]:
+        return [
+            str(python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model_name,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            *VLLM_BASE_ARGS,
+            *extra_args,
+        ]
+
+    with (
+        tempfile.TemporaryDirectory(prefix="vllm-cache-") as cache_dir,
+        run_server(
+            command,
+            model_name=model_name,
+            env=vllm_environment(Path(cache_dir)),
+            startup_timeout=startup_timeout,
+            stop_grace=stop_grace,
+            log_prefix="vllm-",
+            listed_as_loaded=False,
+        ) as server,
+    ):
+        yield server
+
+
+def vllm_metrics(server: RunningServer) -> str:
+    """vLLM's Prometheus text (`GET /metrics` at the server root)."""
+    root = server.base_url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def vllm_block_size(server: RunningServer) -> int:
+    """The KV-cache block size (tokens): prefix-cache hits come in whole blocks. From the
+    `vllm:cache_config_info` gauge's `block_size` label."""
+    for line in vllm_metrics(server).splitlines():
+        if line.startswith("vllm:cache_config_info{"):
+            for label in line[line.index("{") + 1 : line.index("}")].split(","):
+                name, _, value = label.partition("=")
+                if name == "block_size":
+                    return int(value.strip('"'))
+    raise ServerStartError(f"{server.base_url}: no vllm:cache_config_info block_size in /metrics")

@@ -34,7 +34,7 @@ def load_graph(spec: str) -> Any:
 
 def test_config_shape() -> None:
     assert CONFIG["dependencies"] == ["."]
-    assert set(CONFIG["graphs"]) == {"zoom_refine", "baseline"}
+    assert set(CONFIG["graphs"]) == {"zoom_refine", "baseline", "agent"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIG["graphs"]))

@@ -42,6 +42,14 @@ def image_content_block(
     return {"type": "image", "base64": data, "mime_type": f"image/{image_format}"}
 
 
+def encoded_image_block(data: bytes, mime_type: str) -> dict[str, Any]:
+    """A standard image block holding already-encoded bytes as they are (no re-encoding): the
+    official preset sends the first image's own file bytes, or its shrunk JPEG
+    (`tools.official_image`)."""
+    encoded = base64.b64encode(data).decode("ascii")
+    return {"type": "image", "base64": encoded, "mime_type": mime_type}
+
+
 def decode_block_image(data: object) -> Image.Image:
     """The image a block's base64 `data` holds: from the block cache, or decoded fully now (so a
     corrupt image fails here, with a ValueError, not later in a model) and cached, since every

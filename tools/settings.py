@@ -11,6 +11,7 @@ from zoom_refine.tools.images import DEFAULT_MAX_PIXELS
 from zoom_refine.tools.views import shown_size_for
 
 PaddingMode = Literal["region", "box"]
+FirstImageStep = Literal["view", "official"]
 
 
 @dataclass(kw_only=True)
@@ -38,6 +39,13 @@ class ImageSettings:
 
     jpeg_quality: int = 90
     """JPEG quality (1–95) when `image_format` is `jpeg`."""
+
+    first_image: FirstImageStep = "view"
+    """How the first call's image is made. `view`: view `img0`, the whole image resized as
+    `shown_size` says and encoded as `image_format`. `official`: as the official code prepares
+    it (`tools.official_image.official_first_image`): the file's own bytes when within 7 MiB and
+    4096 × 4096 px, else shrunk to fit 4096 px (Lanczos) and re-saved as JPEG at quality 85 or
+    lower; the model's processor then tiles it."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Largest input image accepted (width × height); a guard against decompression bombs."""

@@ -11,6 +11,7 @@ from typing import Any
 from zoom_refine.agent.context import DEFAULT_MODEL, ZoomContext
 from zoom_refine.agent.models import load_chat_model
 from zoom_refine.agent.state import InputState, Options, OutputState
+from zoom_refine.graphs.agent import build_agent_graph
 from zoom_refine.graphs.baseline import build_baseline_graph
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
 from zoom_refine.tools.crop_tool import crop_tool
@@ -28,6 +29,7 @@ __all__ = [
     "ZoomContext",
     "ZoomRefineError",
     "ask",
+    "build_agent_graph",
     "build_baseline_graph",
     "build_builder",
     "build_graph",

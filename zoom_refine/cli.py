@@ -27,6 +27,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from zoom_refine.agent import models
 from zoom_refine.agent.context import (
     DEFAULT_MODEL,
+    OFFICIAL_SETTINGS,
     BoxFormat,
     FamilySetting,
     TileBudgetField,
@@ -35,7 +36,9 @@ from zoom_refine.agent.context import (
 from zoom_refine.agent.models import use_api_key
 from zoom_refine.agent.prompts import PromptStyle
 from zoom_refine.agent.state import InputState, StepRecord, ViewRecord, normalize_options
+from zoom_refine.agent.tool_conventions import ToolCallFormat, ToolConventionName, ToolImages
 from zoom_refine.evals.samples import Benchmark
+from zoom_refine.evals.scoring import Extractor
 from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.images import load_image
 
@@ -100,8 +103,19 @@ SERVER_UNREACHABLE = (
 MODEL_UNAVAILABLE = "cannot load model {spec!r}: {reason}"
 DISK_FULL = "cannot write {where}: {reason}; make room (or lift the limit) and run it again"
 BAD_TIMEOUT = "--request-timeout must be a positive number of seconds, got {value}"
-MethodChoice = Literal["zoom-refine", "baseline", "both"]
-"""`eval --method`: one method, or both side by side (`evals.runner.METHODS`)."""
+Preset = Literal["default", "official"]
+"""`--preset`: our settings, or `ZoomContext.official` (docs/fidelity.md)."""
+AskMethod = Literal["zoom-refine", "baseline", "agent"]
+"""`ask --method`: which graph answers (`agent`: the model calls the zoom tool itself)."""
+ASK_GRAPHS: dict[str, str] = {
+    "zoom-refine": "zoom_refine",
+    "baseline": "baseline",
+    "agent": "agent",
+}
+METHOD_HELP = (
+    "Which method(s) to run, a comma list: baseline, zoom-refine, agent (model-driven zoom); "
+    "both = baseline,zoom-refine."
+)
 
 MODEL_PANEL = "Model and image (ZoomContext fields)"
 
@@ -127,9 +141,11 @@ class ModelOptions:
         ),
     ] = DEFAULT_MODEL
     base_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help=f"OpenAI-compatible server URL for openai: models (default: ${BASE_URL_ENV}).",
+            help="OpenAI-compatible server URL for openai: models; repeat it for several "
+            "servers of the same model (requests are spread over them; a server that fails is "
+            f"taken out). Default: ${BASE_URL_ENV} (several: separated by commas).",
             rich_help_panel=MODEL_PANEL,
         ),
     ] = None
@@ -222,22 +238,83 @@ class ModelOptions:
             rich_help_panel=MODEL_PANEL,
         ),
     ] = CONTEXT_DEFAULTS["exact_preprocessing"]
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prompt-set TOML file: every text the model is shown (default: ours; see "
+            "docs/prompts.md). `zoom-refine prompts from-official` makes one from the official "
+            "code.",
+            show_default=False,
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None
+    preset: Annotated[
+        Preset,
+        typer.Option(
+            help="default: our settings; official: the official code's pipeline, every "
+            "behaviour (docs/fidelity.md; options given on the command line still apply). "
+            "Pair it with --prompts from `zoom-refine prompts from-official`.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = "default"
+
+    tool_convention: Annotated[
+        ToolConventionName,
+        typer.Option(
+            help="--method agent: the zoom tool offered (crop: ours; qwen3_vl: Qwen-Agent's "
+            "0–1000; deepeyes: pixels; mini_o3: <grounding> 0–1). See docs/agent.md.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["tool_convention"]
+    tool_call_format: Annotated[
+        ToolCallFormat,
+        typer.Option(
+            help="--method agent: openai (the server parses tool calls: vLLM "
+            "--enable-auto-tool-choice --tool-call-parser hermes), text (<tool_call> in the "
+            "reply), auto (text for hf: models).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["tool_call_format"]
+    tool_images: Annotated[
+        ToolImages,
+        typer.Option(
+            help="--method agent with openai tool calls: send crop images in a user message "
+            "(user; servers refuse them in tool messages) or in the tool message (tool).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["tool_images"]
 
     def context(self) -> ZoomContext:
-        """The run's context: the server URL (else $ZOOM_REFINE_BASE_URL), the API key put where
+        """The run's context: the server URL(s) (else $ZOOM_REFINE_BASE_URL), the API key put where
         `openai:` models read it (never into the context), a positive request timeout."""
         use_api_key(self.api_key)
         settings = {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name not in ("api_key", "base_url", "request_timeout", "max_patches")
+            if field.name not in ("api_key", "base_url", "request_timeout", "max_patches", "preset")
         }
-        return ZoomContext(
-            base_url=self.base_url or os.environ.get(BASE_URL_ENV) or None,
+        return _preset_context(
+            self.preset,
+            base_url=self.base_url or os.environ.get(BASE_URL_ENV, "").replace(",", " ").split(),
             request_timeout=_positive_timeout(self.request_timeout),
             max_patches=self.max_patches or None,
             **settings,
         )
+
+
+def _preset_context(preset: Preset, **values: Any) -> ZoomContext:
+    """The context of `--preset`: ours, or `ZoomContext.official` with the options set to other
+    values than our defaults replacing the preset's (an option at our default keeps the
+    preset's value: `--preset official --max-patches 6` tiles to 6, `--max-patches 12` to the
+    preset's 12)."""
+    if preset == "default":
+        return ZoomContext(**values)
+    given = {
+        name: value
+        for name, value in values.items()
+        if name not in OFFICIAL_SETTINGS or value != CONTEXT_DEFAULTS.get(name)
+    }
+    return ZoomContext.official(**given)
 
 
 def with_model_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -287,8 +364,11 @@ def ask(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole output state.")] = False,
     trace_db: Annotated[
-        Path | None,
-        typer.Option(help="SQLite file to record the run in (a new thread id each run)."),
+        str | None,
+        typer.Option(
+            help="Trace database to record the run in (a new thread id each run): a SQLite "
+            "file, or postgresql://user@host:port/db."
+        ),
     ] = None,
     stream: Annotated[
         bool, typer.Option("--stream", help="Print each step and crop as it happens.")
@@ -297,6 +377,10 @@ def ask(
         Path | None,
         typer.Option(help="Folder for overview.png, hop-N.png and trace.json."),
     ] = None,
+    method: Annotated[
+        AskMethod,
+        typer.Option(help="zoom-refine, baseline, or agent (the model calls the zoom tool)."),
+    ] = "zoom-refine",
     *,
     settings: ModelOptions,
 ) -> None:
@@ -304,6 +388,7 @@ def ask(
     try:
         context = settings.context()
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
+        _check_trace_db(trace_db)
         _check_model(context)
         live = err if as_json else out
         result = _run(
@@ -313,6 +398,7 @@ def ask(
             context,
             trace_db=trace_db,
             on_event=(lambda mode, data: _print_event(live, mode, data)) if stream else None,
+            graph=ASK_GRAPHS[method],
         ).result
         if save_trace is not None:
             _save_pictures(result, image, save_trace)
@@ -414,10 +500,13 @@ def _run(
     options: list[str] | None,
     context: ZoomContext,
     *,
-    trace_db: Path | None = None,
+    trace_db: str | Path | None = None,
     on_event: Any = None,
+    graph: str = "zoom_refine",
 ) -> Run:
-    """Run the graph (recorded in `trace_db` when given): the output state and thread id."""
+    """Run the graph `graph` (`graphs.traces.GRAPH_KEY` names; recorded in `trace_db` when
+    given): the output state and thread id."""
+    from zoom_refine.graphs.trace_urls import describe_target
     from zoom_refine.graphs.traces import run_graph
 
     if isinstance(context.model, str) and context.model.startswith("hf:"):
@@ -429,14 +518,16 @@ def _run(
 
     def on_thread(thread_id: str) -> None:
         err.print(
-            f"trace: thread {thread_id} in {trace_db}",
+            f"trace: thread {thread_id} in {describe_target(trace_db or '')}",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
 
     try:
-        return run_graph(inputs, context, db=trace_db, on_event=on_event, on_thread=on_thread)
+        return run_graph(
+            inputs, context, db=trace_db, on_event=on_event, on_thread=on_thread, graph=graph
+        )
     except ZoomRefineError:
         raise
     except Exception as error:  # translate the few library failures a user can fix
@@ -502,7 +593,9 @@ def _user_message(error: Exception, context: ZoomContext) -> str | None:
     import openai
 
     if isinstance(error, (openai.APIConnectionError, httpx.ConnectError, ConnectionError)):
-        return SERVER_UNREACHABLE.format(url=context.base_url or "the default URL", reason=error)
+        urls = context.base_url
+        url = ", ".join(urls) if urls and not isinstance(urls, str) else urls
+        return SERVER_UNREACHABLE.format(url=url or "the default URL", reason=error)
     if isinstance(error, openai.APIStatusError):
         return f"the model server refused the request: {error}"
     from zoom_refine.evals.store import FULL_DISK_REASONS
@@ -581,7 +674,7 @@ def _record_parts(
 def eval_command(
     benchmark: Annotated[Benchmark, typer.Argument(help="Which benchmark the data is.")],
     data: Annotated[Path, typer.Option(help="The benchmark file or folder (layout detected).")],
-    method: Annotated[MethodChoice, typer.Option(help="Which method(s) to run.")] = "zoom-refine",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "zoom-refine",
     limit: Annotated[int | None, typer.Option(help="Run at most N samples.")] = None,
     ids: Annotated[Path | None, typer.Option(help="A file of sample ids, one per line.")] = None,
     shard: Annotated[str, typer.Option(help="I/N: this machine's share of the samples.")] = "0/1",
@@ -597,11 +690,26 @@ def eval_command(
         typer.Option(help="Malformed dataset rows: wrong (counted) or skip."),
     ] = "wrong",
     extractor: Annotated[
-        Literal["strict", "official"],
-        typer.Option(help="Answer extraction for scoring: strict or official."),
+        Extractor,
+        typer.Option(
+            help="Answer extraction for scoring: strict (ours), official (the benchmark's "
+            "rule) or official-baseline (the Zoom-Refine repo's eval_acc.py: first A-E letter)."
+        ),
     ] = "strict",
+    skip_unanswered: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unanswered",
+            help="Leave records without a first answer (and errors) out of the accuracy, as "
+            "the official scripts do. Default: they count as wrong.",
+        ),
+    ] = False,
     trace_db: Annotated[
-        Path | None, typer.Option(help="Also checkpoint every run into this SQLite file.")
+        str | None,
+        typer.Option(
+            help="Also checkpoint every run into this trace database: a SQLite file, or "
+            "postgresql://user@host:port/db (shards on several machines can share it)."
+        ),
     ] = None,
     resume_anyway: Annotated[
         bool,
@@ -616,7 +724,13 @@ def eval_command(
 ) -> None:
     """Run a benchmark, resumably: predictions.jsonl as it goes, summary.json and a table at the end."""
     from zoom_refine.evals.run_lock import hold_run_lock
-    from zoom_refine.evals.runner import METHODS, EvalPlan, check_resume, parse_shard, run_eval
+    from zoom_refine.evals.runner import (
+        EvalPlan,
+        check_resume,
+        parse_methods,
+        parse_shard,
+        run_eval,
+    )
     from zoom_refine.evals.store import storage_errors
     from zoom_refine.evals.tables import format_table
 
@@ -625,7 +739,7 @@ def eval_command(
             benchmark=benchmark,
             data=data,
             out=out,
-            methods=METHODS[method],
+            methods=parse_methods(method),
             limit=limit,
             ids=_read_ids(ids) if ids else None,
             shard=parse_shard(shard),
@@ -633,7 +747,8 @@ def eval_command(
             retry_errors=retry_errors,
             bad_rows=bad_rows,
             extractor=extractor,
-            trace_db=trace_db,
+            skip_unanswered=skip_unanswered,
+            trace_db=_check_trace_db(trace_db),
             resume_anyway=resume_anyway,
         )
         context = settings.context()
@@ -649,6 +764,14 @@ def eval_command(
     out_console = Console()
     out_console.print(format_table(summary), markup=False, highlight=False)
     out_console.print(f"predictions: {plan.out / 'predictions.jsonl'}", markup=False)
+
+
+def _check_trace_db(value: str | None) -> str | Path | None:
+    """`--trace-db` as a SQLite path or a Postgres URL; any other URL is refused here, in one
+    line, before a model loads (`graphs.trace_urls.trace_target`)."""
+    from zoom_refine.graphs.trace_urls import trace_target
+
+    return trace_target(value) if value is not None else None
 
 
 def _check_dataset(plan: Any) -> None:
@@ -715,12 +838,21 @@ def _run_with_progress(plan: Any, context: ZoomContext, run_eval: Any) -> dict[s
 @app.command("report")
 def report_command(
     folders: Annotated[list[Path], typer.Argument(help="Run folders (shards are merged).")],
+    skip_unanswered: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-unanswered/--count-unanswered",
+            help="Leave records without a first answer (and errors) out of the accuracy, as the "
+            "official scripts do, or count them wrong. Default: as the run was made.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Baseline vs Zoom-Refine per category; writes report.md and report.html."""
+    """Accuracy per method and category; writes report.md and report.html (one offline page)."""
     from zoom_refine.evals.report import write_report
 
     try:
-        table, markdown, page = write_report(folders)
+        table, markdown, page = write_report(folders, skip_unanswered=skip_unanswered)
     except ZoomRefineError as error:
         _fail(str(error))
     console = Console()
@@ -730,7 +862,13 @@ def report_command(
 
 @app.command("trace")
 def trace_command(
-    db: Annotated[Path, typer.Argument(help="Trace database written by `ask --trace-db`.")],
+    db: Annotated[
+        str,
+        typer.Argument(
+            help="Trace database written by `ask`/`eval --trace-db`: a SQLite file, or "
+            "postgresql://user@host:port/db."
+        ),
+    ],
     thread: Annotated[
         str | None,
         typer.Argument(
@@ -744,10 +882,12 @@ def trace_command(
     ] = None,
 ) -> None:
     """List the runs in DB, or show run THREAD step by step (oldest first)."""
+    from zoom_refine.graphs.trace_urls import describe_target
     from zoom_refine.graphs.traces import list_runs, read_trace, sample_runs
 
     console = Console(highlight=False)
     try:
+        _check_trace_db(db)
         if thread is None:
             if save is not None:
                 raise ZoomRefineError(
@@ -762,7 +902,7 @@ def trace_command(
                     soft_wrap=True,
                 )
             if not runs:
-                console.print(f"no runs in {db}", markup=False)
+                console.print(f"no runs in {describe_target(db)}", markup=False)
             return
         trace = read_trace(db, thread, images=False)
         if trace.thread_id != thread:  # an eval sample's key: its latest run is shown
@@ -800,3 +940,55 @@ def _trace_step_text(step: TraceStep) -> str:
     if (raw := record.get("raw")) is not None:
         lines.extend("    | " + line for line in raw.splitlines() or [""])
     return "\n".join(lines)
+
+
+prompts_app = App(
+    cls=FlagGroup,
+    no_args_is_help=True,
+    help="Prompt sets: the texts the model is shown, as TOML files (docs/prompts.md).",
+)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("from-official")
+def prompts_from_official(
+    repo_dir: Annotated[
+        Path, typer.Argument(help="Your checkout of the official xavier-yu114/Zoom-Refine.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Prompt-set file to write (default: official-VARIANT-prompts.toml here).",
+            show_default=False,
+        ),
+    ] = None,
+    variant: Annotated[
+        Literal["base", "api"],
+        typer.Option(
+            help="base: ZoomRefine_Base.py (InternVL, the paper's runs; no system prompt); api: "
+            "ZoomRefine_API.py (with its system prompt)."
+        ),
+    ] = "base",
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the output file if it exists.")
+    ] = False,
+) -> None:
+    """Write a prompt set holding the official prompts, read from REPO_DIR (parsed, never run).
+
+    Use it with --prompts FILE on ask and eval. zoom-refine does not ship the official wording."""
+    from zoom_refine.agent.official_prompts import write_official_prompt_set
+
+    try:
+        path, official, _ = write_official_prompt_set(
+            repo_dir, output, variant=variant, force=force
+        )
+    except ZoomRefineError as error:
+        _fail(str(error))
+    used = official.placeholders()
+    lines = [f"wrote {path}"]
+    for name, key in official.keys.items():
+        shown = ", ".join(f"{{{p}}}" for p in used[name]) or "no placeholders"
+        lines.append(f"  {name} ← prompts[{key!r}] ({shown})")
+    _print_lines(lines)

@@ -6,6 +6,8 @@
 - `tiny_models`: tiny InternVL3 / Qwen2.5-VL checkpoints built on CPU, random
   (`build_tiny_internvl3`, `build_tiny_qwen2_5_vl`) or trained to follow the Zoom-Refine protocol
   (`trained_protocol_model`, cached on disk), to exercise the local `hf:` backend for real.
+- `vllm_env`: a separate venv with vLLM's CPU release, built once and cached by recipe
+  (`ensure_vllm_env`), to serve those checkpoints with a real vLLM (not imported here).
 
 Importing this package does not import torch or transformers; the tiny-model builders do, when
 called. Box numbers in scripted replies are `[x1, y1, x2, y2]`, by default fractions (0-1) of the

@@ -5,6 +5,8 @@ dependencies (torch and transformers, imported when a builder runs, not at impor
 Random models (`build_tiny_internvl3(dir)`, `build_tiny_qwen2_5_vl(dir)`, about a second): the
 weights are noise, so replies are gibberish, but the processors, tokenizers, chat templates and
 image tiling / resizing are the real ones, so token and tile counts match a real checkpoint:
+- text decoders with 2 heads of 32 (a head size vLLM's CPU attention supports, so the same
+  checkpoints also run on a real vLLM: `zoom_refine.testing.vllm_env`, tests/test_vllm*.py);
 - InternVL3-hf: 448-px tiles, 14-px patches, 256 image-context tokens per tile;
 - Qwen2.5-VL: `Qwen2VLImageProcessor` (14-px patches, 2x2 merge, temporal patch 2) resizing each
   image with `smart_resize` to sides that are multiples of 28 within `QWEN_MIN_PIXELS` ..
@@ -179,8 +181,8 @@ def build_tiny_internvl3_model(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head_dim 32: a head size vLLM's CPU attention supports
+        num_key_value_heads=1,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         bos_token_id=None,
@@ -353,11 +355,11 @@ def build_tiny_qwen2_5_vl_model(
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 1,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,  # head_dim 32: a head size vLLM's CPU attention supports
+        "num_key_value_heads": 1,
         "max_position_embeddings": 32768,
-        # head_dim 16 → 8 rotary frequencies split over (time, height, width)
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        # head_dim 32 → 16 rotary frequencies split over (time, height, width)
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
         "bos_token_id": None,
         "eos_token_id": token_id("<|im_end|>"),
         "pad_token_id": tokenizer.pad_token_id,

@@ -1,0 +1,482 @@
+"""The zoom tools of the leading tool-calling VLMs: schemas, box frames, prompts, result formats.
+
+A model trained to zoom by tool calls expects one tool's name, arguments and box frame, and
+reads the crop back in one format. Each `ToolConvention` names those, reads a call's arguments
+into a `CropRequest` (the image to cut from, the box as written, its frame), and renders the
+crop results the way that model saw them in training. The graph (`graphs.agent`) converts every
+request to original-image pixels and runs our one crop tool (`tools.crop_tool`).
+
+| convention | tool (call)                               | box frame                                              |
+| ---------- | ----------------------------------------- | ------------------------------------------------------ |
+| `crop`     | `crop(image_id, box, box_format)`         | `box_format` of image `image_id` (default 0–1)         |
+| `qwen3_vl` | `image_zoom_in_tool(bbox_2d, label, img_idx)` | 0–1000 of image `img_idx` (0 = the original)       |
+| `deepeyes` | `image_zoom_in_tool(bbox_2d, label)`      | pixels of the original as shown (processor-resized)   |
+| `mini_o3`  | `<grounding>{bbox_2d, source}</grounding>` | 0–1 of `source` (`original_image`, `observation_k`)  |
+
+Sources read for the schemas and result formats (public code; our wording throughout):
+Qwen-Agent `qwen_agent/tools/image_zoom_in_qwen3vl.py`, DeepEyes `eval/eval_vstar.py` and
+`verl/workers/agent/envs/mm_process_engine/`, Mini-o3's grounding parser and crop tool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from zoom_refine.agent.tool_calls import GROUNDING_TAG, TOOL_CALL_TAG
+from zoom_refine.agent.tool_images import is_image_block, move_tool_images_to_user
+from zoom_refine.tools.boxes import BoxFrame
+
+ToolConventionName = Literal["crop", "qwen3_vl", "deepeyes", "mini_o3"]
+TOOL_CONVENTIONS: tuple[ToolConventionName, ...] = ("crop", "qwen3_vl", "deepeyes", "mini_o3")
+ToolCallFormat = Literal["auto", "openai", "text"]
+ToolImages = Literal["user", "tool"]
+AnswerStyle = Literal["label", "tag"]
+
+WIRE_KEY = "tool_call_format"
+"""`AIMessage.response_metadata` key: how the reply's calls arrived, `openai` or `text`."""
+
+BAD_BOX = "{field} must be four finite numbers [x1, y1, x2, y2], got {value!r}"
+OUTSIDE = "the box {box} lies outside the image ({frame}); draw it inside the image"
+UNKNOWN_IMAGE = "{field} {value!r} names no image shown so far; known: {known}"
+BAD_BOX_FORMAT = "box_format must be one of norm1, norm1000, pixel, got {value!r}"
+BAD_SOURCE = 'source must be "original_image" or "observation_<k>", got {value!r}'
+UNKNOWN_TOOL = "unknown tool {name!r}: the only tool is {tool!r}"
+BUDGET_SPENT = "too many zoom calls: the limit of {limit} is used up; answer with what you have"
+FINAL_TURN = "zoom budget spent: tool calls are no longer run"
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """A zoom call read: the image to cut from (a view id), the box as written, its frame."""
+
+    image_id: str
+    box: tuple[float, float, float, float]
+    frame: BoxFrame
+    """`norm1`, `norm1000` or `pixel` of the image `image_id`."""
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolConvention:
+    """One model family's zoom tool: what the model is offered and how its calls are read."""
+
+    name: ToolConventionName
+    tool_name: str
+    """The function name the model calls (Mini-o3: the tag, `grounding`)."""
+    description: str
+    parameters: dict[str, Any]
+    """The JSON schema of the arguments, as offered to the model."""
+    frame_text: str
+    """The box frame, in words (docs, traces, the schema's own description)."""
+    tag: str = TOOL_CALL_TAG
+    """The tag a text call is written in: `tool_call` (Qwen's format) or `grounding`."""
+    answer_style: AnswerStyle = "label"
+    """How the final answer is asked for: `Answer: X` (`label`) or `<answer>X</answer>` (`tag`)."""
+
+    def schema(self) -> dict[str, Any]:
+        """The tool in OpenAI's function format (what `bind_tools` and `<tools>` carry)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.tool_name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def read(
+        self, name: str | None, args: Mapping[str, Any], image_ids: Sequence[str]
+    ) -> CropRequest | str:
+        """A call's arguments as a `CropRequest`, or why it cannot be run (a message for the
+        model). `image_ids` are the views shown so far (`img0` the original, then each crop)."""
+        if name != self.tool_name:
+            return UNKNOWN_TOOL.format(name=name, tool=self.tool_name)
+        reader = _READERS[self.name]
+        return reader(args, image_ids)
+
+
+def _box(args: Mapping[str, Any], field: str) -> tuple[float, float, float, float] | str:
+    value = args.get(field)
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return BAD_BOX.format(field=field, value=value)
+    try:
+        numbers = [float(v) for v in value if not isinstance(v, bool)]
+    except (TypeError, ValueError):
+        return BAD_BOX.format(field=field, value=value)
+    if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
+        return BAD_BOX.format(field=field, value=value)
+    return (numbers[0], numbers[1], numbers[2], numbers[3])
+
+
+def _known(image_id: str, field: str, value: object, image_ids: Sequence[str]) -> str | None:
+    if image_id in image_ids:
+        return None
+    return UNKNOWN_IMAGE.format(field=field, value=value, known=", ".join(image_ids))
+
+
+def _label(args: Mapping[str, Any]) -> str | None:
+    label = args.get("label")
+    return str(label) if label is not None else None
+
+
+def _read_crop(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
+    box = _box(args, "box")
+    if isinstance(box, str):
+        return box
+    image_id = str(args.get("image_id", "img0"))
+    frame = args.get("box_format", "norm1")
+    if frame not in ("norm1", "norm1000", "pixel"):
+        return BAD_BOX_FORMAT.format(value=frame)
+    return _known(image_id, "image_id", image_id, image_ids) or CropRequest(image_id, box, frame)
+
+
+def _read_qwen3_vl(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
+    box = _box(args, "bbox_2d")
+    if isinstance(box, str):
+        return box
+    index = args.get("img_idx", 0)
+    if isinstance(index, float) and index.is_integer():
+        index = int(index)
+    if isinstance(index, str) and index.strip().isdigit():
+        index = int(index)
+    if not isinstance(index, int) or isinstance(index, bool):
+        return UNKNOWN_IMAGE.format(field="img_idx", value=index, known=", ".join(image_ids))
+    image_id = f"img{index}"
+    error = _known(image_id, "img_idx", index, image_ids)
+    return error or CropRequest(image_id, box, "norm1000", _label(args))
+
+
+def _read_deepeyes(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
+    box = _box(args, "bbox_2d")
+    return box if isinstance(box, str) else CropRequest("img0", box, "pixel", _label(args))
+
+
+def _read_mini_o3(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
+    box = _box(args, "bbox_2d")
+    if isinstance(box, str):
+        return box
+    source = args.get("source", "original_image")
+    if source in ("original_image", None, ""):
+        image_id = "img0"
+    elif isinstance(source, str) and source.startswith("observation_"):
+        number = source.removeprefix("observation_")
+        if not number.isdigit():
+            return BAD_SOURCE.format(value=source)
+        image_id = f"img{int(number)}"
+    else:
+        return BAD_SOURCE.format(value=source)
+    return _known(image_id, "source", source, image_ids) or CropRequest(image_id, box, "norm1")
+
+
+_READERS = {
+    "crop": _read_crop,
+    "qwen3_vl": _read_qwen3_vl,
+    "deepeyes": _read_deepeyes,
+    "mini_o3": _read_mini_o3,
+}
+
+_BOX_ITEMS = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
+
+CONVENTIONS: dict[ToolConventionName, ToolConvention] = {
+    "crop": ToolConvention(
+        name="crop",
+        tool_name="crop",
+        description="Zoom in: cut a region of an image out of the original high-resolution "
+        "image and look at it closely.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "image_id": {
+                    "type": "string",
+                    "description": 'The image the box is drawn on: "img0" is the whole image, '
+                    '"img1" the first crop, and so on.',
+                },
+                "box": {
+                    **_BOX_ITEMS,
+                    "description": "[x1, y1, x2, y2]: left, top, right, bottom of the region "
+                    "within that image, in the units box_format names.",
+                },
+                "box_format": {
+                    "type": "string",
+                    "enum": ["norm1", "norm1000", "pixel"],
+                    "description": 'Units of box: "norm1" fractions 0-1 of the image\'s width '
+                    'and height (default), "norm1000" the same on 0-1000, "pixel" pixels of '
+                    "that image as you were shown it.",
+                },
+            },
+            "required": ["image_id", "box"],
+        },
+        frame_text="box_format (default norm1: fractions 0-1) of the image image_id",
+    ),
+    "qwen3_vl": ToolConvention(
+        name="qwen3_vl",
+        tool_name="image_zoom_in_tool",
+        description="Zoom in on a region of an image by cropping it to a bounding box, with a "
+        "label for what it contains.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    **_BOX_ITEMS,
+                    "description": "[x1, y1, x2, y2], top-left then bottom-right corner, on a "
+                    "0-1000 scale of the width and height of the image img_idx.",
+                },
+                "label": {"type": "string", "description": "What the box contains."},
+                "img_idx": {
+                    "type": "number",
+                    "description": "Which image to zoom into: 0 is the original image, 1 the "
+                    "first zoomed-in image, and so on.",
+                },
+            },
+            "required": ["bbox_2d", "label", "img_idx"],
+        },
+        frame_text="0-1000 of the image img_idx (0 = the original)",
+    ),
+    "deepeyes": ToolConvention(
+        name="deepeyes",
+        tool_name="image_zoom_in_tool",
+        description="Zoom in on a region of the image by cropping it to a bounding box, with "
+        "an optional label for what it contains.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    **_BOX_ITEMS,
+                    "description": "[x1, y1, x2, y2], top-left then bottom-right corner, in "
+                    "pixels of the original image as you see it.",
+                },
+                "label": {"type": "string", "description": "What the box contains (optional)."},
+            },
+            "required": ["bbox_2d"],
+        },
+        frame_text="absolute pixels of the original image as the model saw it (for Qwen2.5-VL: "
+        "the size its processor resized the view to)",
+        answer_style="tag",
+    ),
+    "mini_o3": ToolConvention(
+        name="mini_o3",
+        tool_name="grounding",
+        description="Zoom in on a region of the original image or of an earlier observation.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    **_BOX_ITEMS,
+                    "description": "[x0, y0, x1, y1], top-left then bottom-right corner, "
+                    "relative to the source image (its width and height are 1.0).",
+                },
+                "source": {
+                    "type": "string",
+                    "description": '"original_image", or "observation_<k>" for the k-th '
+                    "zoomed-in image.",
+                },
+            },
+            "required": ["bbox_2d"],
+        },
+        frame_text="relative 0-1 of the image source (original_image, observation_k)",
+        tag=GROUNDING_TAG,
+        answer_style="tag",
+    ),
+}
+
+
+def tool_convention(name: ToolConventionName) -> ToolConvention:
+    return CONVENTIONS[name]
+
+
+# --- what the model is told -------------------------------------------------------------------
+
+TOOLS_SYSTEM = """# Tools
+
+You can call functions to help you answer. Their signatures are inside <tools></tools>:
+<tools>
+{tools}
+</tools>
+
+To call one, write a JSON object with the function name and its arguments inside \
+<tool_call></tool_call> tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+MINI_O3_SYSTEM = """Answer the question about the image. Think inside <think> and </think> first. \
+When a part of an image is unclear, zoom in on it by writing \
+<grounding>{{"bbox_2d": [x0, y0, x1, y1], "source": "original_image"}}</grounding>, where \
+(x0, y0) is the top-left and (x1, y1) the bottom-right corner of the region relative to the \
+image (its width and height count as 1.0), and source is "original_image" or \
+"observation_<k>" for the k-th zoomed-in image. The zoomed-in image comes back in the next \
+turn. Once you are sure, give the final answer inside <answer> and </answer>."""
+
+ZOOM_HINT: dict[ToolConventionName, str] = {
+    "crop": "If details are too small to see, call the crop tool on the region that matters "
+    "(as often as you need, at most {limit} times); each crop is cut from the original "
+    "high-resolution image.",
+    "qwen3_vl": "If details are too small to see, call image_zoom_in_tool on the region that "
+    "matters (at most {limit} times).",
+    "deepeyes": "Think first, call image_zoom_in_tool when a closer look helps (at most {limit} "
+    "times), then answer, in the form <think>...</think> <tool_call>...</tool_call> (only when "
+    "needed) <answer>...</answer>.",
+    "mini_o3": "You may zoom in at most {limit} times.",
+}
+ANSWER_FORMAT: dict[AnswerStyle, str] = {
+    "label": "When you are sure, end your reply with exactly one line:\nAnswer: <{hint}>",
+    "tag": "Put the final answer, {hint}, inside <answer></answer>.",
+}
+FINAL = (
+    "You have used all {limit} zooms. Do not call a tool again: answer now from the images "
+    "you have. {answer_format}"
+)
+RESULT_HINT: dict[ToolConventionName, str] = {
+    "crop": "",
+    "qwen3_vl": "",
+    "deepeyes": "Think first, call image_zoom_in_tool again if needed, then answer, in the form "
+    "<think>...</think> <tool_call>...</tool_call> (only when needed) <answer>...</answer>.",
+    "mini_o3": "Go on thinking inside <think> and </think>. Zoom in again on the original image "
+    "or any observation with <grounding></grounding> if needed; once you are sure, give the "
+    "final answer inside <answer> and </answer>.",
+}
+CROP_NEXT = "Call crop again to look closer, or reply with your answer."
+OBSERVATION = "Here is the zoomed-in image of action {action} (observation_{number}):"
+ERROR = "Error: {message}"
+
+
+def question_block(question: str, options: Mapping[str, str] | None) -> str:
+    if not options:
+        return f"Question: {question}"
+    lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
+    return f"Question: {question}\nOptions:\n{lines}"
+
+
+def answer_format(convention: ToolConvention, options: Mapping[str, str] | None) -> str:
+    hint = "the letter of the correct option" if options else "a short answer"
+    return ANSWER_FORMAT[convention.answer_style].format(hint=hint)
+
+
+def system_prompt(convention: ToolConvention, *, text_calls: bool) -> str | None:
+    """The system turn: the tool's signature in Qwen's `<tools>` format when calls are written
+    as text (a server with a parser renders the tools itself); Mini-o3's grounding instructions."""
+    if convention.name == "mini_o3":
+        return MINI_O3_SYSTEM
+    if not text_calls:
+        return None
+    return TOOLS_SYSTEM.format(tools=json.dumps(convention.schema(), ensure_ascii=False))
+
+
+def question_prompt(
+    convention: ToolConvention, question: str, options: Mapping[str, str] | None, limit: int
+) -> str:
+    """The first user turn's text (after the image)."""
+    parts = [question_block(question, options), ZOOM_HINT[convention.name].format(limit=limit)]
+    if convention.name != "deepeyes":
+        parts.append(answer_format(convention, options))
+    return "\n\n".join(parts)
+
+
+def final_prompt(convention: ToolConvention, options: Mapping[str, str] | None, limit: int) -> str:
+    """Asked once the zoom budget is spent: answer without tools."""
+    return FINAL.format(limit=limit, answer_format=answer_format(convention, options))
+
+
+# --- the conversation as this model expects it ------------------------------------------------
+
+
+def result_blocks(convention: ToolConvention, message: ToolMessage, action: int) -> list[Any]:
+    """What the model reads for one tool result (`action`: the call's number in the run, from 1):
+    the crop, our crop tool's line and what to do next (`crop`), the image alone (Qwen-Agent), the image and the
+    next-step instruction (DeepEyes), an observation line and the image (Mini-o3); an error as
+    `Error: …`."""
+    if message.status == "error" or not message.artifact:
+        return [{"type": "text", "text": ERROR.format(message=_text(message.content))}]
+    content = message.content if isinstance(message.content, list) else [message.content]
+    images = [block for block in content if is_image_block(block)]
+    if convention.name == "crop":  # the crop, what it is, what to do next
+        texts = [block for block in content if not is_image_block(block)]
+        return [*images, *texts, {"type": "text", "text": CROP_NEXT}]
+    blocks: list[Any] = []
+    if convention.name == "mini_o3":
+        number = str(message.artifact["view"]["id"]).removeprefix("img")
+        blocks.append({"type": "text", "text": OBSERVATION.format(action=action, number=number)})
+    blocks.extend(images)
+    if hint := RESULT_HINT[convention.name]:
+        blocks.append({"type": "text", "text": hint})
+    return blocks
+
+
+def _text(content: str | list[Any]) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(
+        str(block.get("text", "")) if isinstance(block, dict) else str(block) for block in content
+    )
+
+
+def to_agent_messages(
+    log: Sequence[BaseMessage], convention: ToolConvention, *, tool_images: ToolImages
+) -> list[BaseMessage]:
+    """The graph's log as this model is sent it. Calls that arrived as OpenAI `tool_calls` are
+    answered by ToolMessages (their images moved to a user message when `tool_images="user"`,
+    `agent.tool_images`); calls written as text get their results in the next user turn, inside
+    `<tool_response>` tags (Qwen's format), or as Mini-o3 observations."""
+    out: list[BaseMessage] = []
+    openai_ids: set[str] = set()
+    action = 0
+    for message in log:
+        if isinstance(message, AIMessage):
+            if message.response_metadata.get(WIRE_KEY) == "openai":
+                calls = [*message.tool_calls, *_invalid_as_calls(message)]
+                openai_ids |= {str(call["id"]) for call in calls}
+                out.append(AIMessage(content=message.content, tool_calls=calls))
+            else:
+                out.append(AIMessage(content=message.content))
+        elif isinstance(message, ToolMessage):
+            action += 1
+            blocks = result_blocks(convention, message, action)
+            if message.tool_call_id in openai_ids:
+                out.append(message.model_copy(update={"content": blocks, "artifact": None}))
+            else:
+                _append_user(out, _wrapped(convention, blocks))
+        elif isinstance(message, (HumanMessage, SystemMessage)):
+            if isinstance(message, HumanMessage) and out and isinstance(out[-1], HumanMessage):
+                _append_user(out, _as_blocks(message.content))
+            else:
+                out.append(message)
+        else:
+            out.append(message)
+    return move_tool_images_to_user(out) if tool_images == "user" else out
+
+
+def _invalid_as_calls(message: AIMessage) -> list[Any]:
+    """A server's unparseable calls, sent back as calls so the error result has one to answer."""
+    return [
+        {"name": call.get("name") or "", "args": {}, "id": call.get("id"), "type": "tool_call"}
+        for call in message.invalid_tool_calls
+        if call.get("id")
+    ]
+
+
+def _wrapped(convention: ToolConvention, blocks: list[Any]) -> list[Any]:
+    if convention.name == "mini_o3":
+        return blocks
+    return [
+        {"type": "text", "text": "<tool_response>\n"},
+        *blocks,
+        {"type": "text", "text": "\n</tool_response>"},
+    ]
+
+
+def _as_blocks(content: str | list[Any]) -> list[Any]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _append_user(out: list[BaseMessage], blocks: list[Any]) -> None:
+    """Consecutive user content goes into one user turn (chat templates expect alternation)."""
+    if out and isinstance(out[-1], HumanMessage):
+        out[-1] = HumanMessage(content=[*_as_blocks(out[-1].content), *blocks])
+    else:
+        out.append(HumanMessage(content=list(blocks)))
