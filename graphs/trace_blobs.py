@@ -48,7 +48,12 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+)
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
@@ -507,9 +512,10 @@ class TraceSerializer(JsonPlusSerializer):
         return value
 
 
-class CompactSqliteSaver(SqliteSaver):
-    """SqliteSaver that tells its `TraceSerializer` which run each row belongs to, so the views
-    of the run's input image are recognized and stored as recipes."""
+class BlobRunSaver(BaseCheckpointSaver[Any]):
+    """Mixin for a checkpoint saver: tells its `TraceSerializer` which run each row belongs to,
+    so the views of the run's input image are recognized and stored as recipes. Put it before
+    the concrete saver (`class S(BlobRunSaver, SqliteSaver)`)."""
 
     def put(
         self,
@@ -519,7 +525,7 @@ class CompactSqliteSaver(SqliteSaver):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         channels = list((checkpoint.get("channel_values") or {}).items())
-        with self._run(config, channels):
+        with self._blob_run(config, channels):
             return super().put(config, checkpoint, metadata, new_versions)
 
     def put_writes(
@@ -529,10 +535,10 @@ class CompactSqliteSaver(SqliteSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        with self._run(config, writes):
+        with self._blob_run(config, writes):
             super().put_writes(config, writes, task_id, task_path)
 
-    def _run(
+    def _blob_run(
         self, config: RunnableConfig, channels: Sequence[tuple[str, Any]]
     ) -> contextlib.AbstractContextManager[None]:
         blobs = getattr(self.serde, "blobs", None)
@@ -540,3 +546,7 @@ class CompactSqliteSaver(SqliteSaver):
         if not isinstance(blobs, BlobStore) or thread_id is None:
             return contextlib.nullcontext()
         return blobs.run(str(thread_id), channels)
+
+
+class CompactSqliteSaver(BlobRunSaver, SqliteSaver):
+    """SqliteSaver whose rows are compacted per run (`BlobRunSaver`)."""

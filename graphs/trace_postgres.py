@@ -20,11 +20,9 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -36,7 +34,7 @@ from zoom_refine.graphs.run_index import (
     postgres_runs,
     upsert_sql,
 )
-from zoom_refine.graphs.trace_blobs import BlobStore
+from zoom_refine.graphs.trace_blobs import BlobRunSaver, BlobStore
 from zoom_refine.graphs.trace_urls import display_url
 from zoom_refine.tools.errors import InvalidInputError
 
@@ -151,39 +149,9 @@ class PostgresBlobStore(BlobStore):
         return data, reason
 
 
-class TracePostgresSaver(IndexedSaver, PostgresSaver):
-    """PostgresSaver that keeps the run index and tells a `TraceSerializer` which run each row
-    belongs to (as `trace_blobs.CompactSqliteSaver` does for SQLite)."""
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        channels = list((checkpoint.get("channel_values") or {}).items())
-        with self._blob_run(config, channels):
-            return super().put(config, checkpoint, metadata, new_versions)
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        with self._blob_run(config, writes):
-            super().put_writes(config, writes, task_id, task_path)
-
-    def _blob_run(
-        self, config: RunnableConfig, channels: Sequence[tuple[str, Any]]
-    ) -> contextlib.AbstractContextManager[None]:
-        blobs = getattr(self.serde, "blobs", None)
-        thread_id = (config.get("configurable") or {}).get("thread_id")
-        if not isinstance(blobs, BlobStore) or thread_id is None:
-            return contextlib.nullcontext()
-        return blobs.run(str(thread_id), channels)
+class TracePostgresSaver(IndexedSaver, BlobRunSaver, PostgresSaver):
+    """PostgresSaver that keeps the run index and compacts its rows per run (`BlobRunSaver`, as
+    `trace_blobs.CompactSqliteSaver` does for SQLite)."""
 
     def index_write(self, row: tuple[str | None, ...]) -> None:
         with self._cursor() as cursor:
