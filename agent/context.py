@@ -55,8 +55,9 @@ class ZoomContext(ImageSettings):
     box_format: BoxFormat = "auto"
     """Frame of the model's box numbers: `auto` detects it from the numbers (see
     `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view).
-    A forced 0–1 or 0–1000 frame refuses numbers outside it: `norm1` reproduces the official code,
-    which skips refinement when a model answers in 0–1000."""
+    A forced 0–1 or 0–1000 frame refuses numbers outside it. (The official parser is
+    `box_parser="official"`: it clamps every number to 0–1, so a 0–1000 box such as
+    `[0, 0, 500, 600]` becomes the whole image, and it does not read this field.)"""
 
     model_family: FamilySetting = "auto"
     """Box conventions of the model: `auto` reads a local model's config (and means `other` for
@@ -90,6 +91,13 @@ class ZoomContext(ImageSettings):
     options passed apart (the prompt set lays them out). `official`: the benchmark's whole prompt
     (question, choices, instruction) as the official data conversion stored it, one phrase
     removed (`evals.prompts.official_question`); options still go with it, for the parsers."""
+
+    keep_answer_on_refine_failure: bool = False
+    """A refine call that raises (out of memory on the two-image call, a server error) keeps the
+    first answer and ends the sample (stop reason `refine_failed`; the call is not retried, as the
+    official code retries nothing), as the official code does (Base lines 523–533). User errors
+    (`ZoomRefineError`) still fail the sample. False (ours): the sample is recorded as an error,
+    so a failure is never mistaken for an answer the model re-checked."""
 
     reuse_prefix: bool = True
     """For `hf:` specs: refine reuses the localize call's key/value cache and encodes only the
@@ -144,6 +152,12 @@ class ZoomContext(ImageSettings):
     confidence_threshold: float = 0.7
     """After a refine, zoom again (if hops remain) when the stated confidence is below this.
     A reply with no confidence counts as sure (no further zoom)."""
+
+    always_zoom: bool = False
+    """Zoom again after every refine until `max_hops`, whatever the confidence (the stop reason
+    is then `max_hops`). For experiments: one such run records every hop's answer and confidence,
+    so the outcome of any threshold and any hop limit ≤ `max_hops` can be replayed from it
+    without another model call (`zoom-refine replay`, exact for deterministic decoding)."""
 
     confidence_source: Literal["verbal", "token"] = "verbal"
     """Where confidence comes from: the number the model states (`verbal`), or the probability
@@ -248,7 +262,9 @@ class ZoomContext(ImageSettings):
 
     def stop_reason(self, confidence: float | None, hop: int) -> str | None:
         """After refining on hop `hop`: None to zoom again, else why to stop (`confident`:
-        no stated confidence counts as sure; `max_hops`)."""
+        no stated confidence counts as sure; `max_hops`). With `always_zoom`, only hops stop."""
+        if self.always_zoom:
+            return "max_hops" if hop >= self.max_hops else None
         if confidence is None or confidence >= self.confidence_threshold:
             return "confident"
         return "max_hops" if hop >= self.max_hops else None
@@ -277,12 +293,16 @@ OFFICIAL_SETTINGS: dict[str, Any] = {
     "max_hops": 1,
     "max_regions": 1,
     "reuse_prefix": False,
+    "keep_answer_on_refine_failure": True,
 }
 """`ZoomContext.official()`: the question as the official data conversion stored it; its box
 parser (its padding included, so the crop planner adds none: `padding` 0) and answer parser;
 inverted corners → no refine; its first-image step (the file, or a ≤ 4096 px JPEG) with the
 processor tiling full-resolution images (12 tiles + thumbnail); crops as JPEG 95, no minimum
-side; 1024 new tokens; one localize → crop → refine; no prefix reuse."""
+side; 1024 new tokens; one localize → crop → refine; no prefix reuse; a refine call that raises
+keeps the first answer. The images are decoded as the official code decodes them (truncated files
+read, no EXIF rotation, plain `convert("RGB")`: `tools.images.load_image(official=True)`, chosen
+by `first_image="official"`)."""
 
 
 def _is_in_process(model: str | BaseChatModel) -> bool:

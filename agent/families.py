@@ -28,6 +28,9 @@ MODEL_TYPES: dict[str, Family] = {
 
 QWEN_PATCH_FACTOR = 28
 """Qwen2.5-VL resizes so both sides are multiples of 14-px patches × 2×2 merge = 28 px."""
+QWEN3_PATCH_FACTOR = 32
+"""Qwen3-VL resizes so both sides are multiples of 16-px patches × 2×2 merge = 32 px."""
+QWEN_FACTORS: dict[Family, int] = {"qwen2_5_vl": QWEN_PATCH_FACTOR, "qwen3_vl": QWEN3_PATCH_FACTOR}
 
 
 def family_from_model_type(model_type: str | None) -> Family:
@@ -36,14 +39,16 @@ def family_from_model_type(model_type: str | None) -> Family:
 
 
 def qwen_resized_size(
-    size: tuple[int, int], *, min_pixels: int, max_pixels: int
+    size: tuple[int, int], *, min_pixels: int, max_pixels: int, factor: int = QWEN_PATCH_FACTOR
 ) -> tuple[int, int]:
-    """(width, height) Qwen2.5-VL's processor resizes an image of `size` to (its pixel frame)."""
+    """(width, height) a Qwen-VL processor resizes an image of `size` to (its pixel frame):
+    sides multiples of `factor` px (28 for Qwen2.5-VL, 32 for Qwen3-VL), area within
+    `min_pixels`..`max_pixels` (pixel counts, the processor's `size` shortest/longest_edge)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     width, height = size
     resized_height, resized_width = smart_resize(
-        height, width, factor=QWEN_PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
+        height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels
     )
     return int(resized_width), int(resized_height)
 
@@ -84,9 +89,10 @@ def processor_input_size(
     qwen_max_pixels: int,
     min_patches: int = 1,
     tile: int = INTERNVL_TILE,
+    qwen_factor: int | None = None,
 ) -> tuple[int, int] | None:
     """(width, height) a processor resizes an image of `size` to, for the families whose rule we
-    know (InternVL with a known tile budget, Qwen2.5-VL), when that size is stable (see
+    know (InternVL with a known tile budget, Qwen2.5-VL, Qwen3-VL), when that size is stable (see
     `stable_input_size`); else None. The settings are the processor's: read from a local one,
     or those a server is sent or documented to use."""
     if family == "internvl" and max_patches is not None:
@@ -97,9 +103,12 @@ def processor_input_size(
             ),
             size,
         )
-    if family == "qwen2_5_vl":
+    if family in QWEN_FACTORS:
+        factor = qwen_factor or QWEN_FACTORS[family]
         return stable_input_size(
-            lambda s: qwen_resized_size(s, min_pixels=qwen_min_pixels, max_pixels=qwen_max_pixels),
+            lambda s: qwen_resized_size(
+                s, min_pixels=qwen_min_pixels, max_pixels=qwen_max_pixels, factor=factor
+            ),
             size,
         )
     return None

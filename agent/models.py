@@ -25,6 +25,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.lru import LruMap
 
 BAD_SPEC = (
     "model spec {spec!r} is not understood: use hf:<repo or path>, openai:<model> (with a base "
@@ -72,8 +73,10 @@ API_KEY_ENV = "OPENAI_API_KEY"
 ServerUrls = str | tuple[str, ...] | None
 """`base_url`: one server URL, several (replicas of one model, see `agent.replicas`), or none."""
 
-_CACHE: dict[tuple[str, ServerUrls, int, int | None, float, str, bool], BaseChatModel] = {}
-_LOCK = threading.Lock()
+_ModelKey = tuple[str, ServerUrls, int, int | None, float, str, bool]
+_CACHE: LruMap[_ModelKey, BaseChatModel] = LruMap(capacity=64)
+"""Chat models by spec and settings (a few objects each; weights live in the local backend's
+own cache, `agent.local.backend`)."""
 
 
 def load_chat_model(
@@ -95,10 +98,7 @@ def load_chat_model(
         spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
         reuse_prefix,
     )  # fmt: skip
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _create(*key)
-        return _CACHE[key]
+    return _CACHE.get_or_create(key, lambda: _create(*key))
 
 
 def loaded_chat_model(
@@ -117,8 +117,7 @@ def loaded_chat_model(
         spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
         reuse_prefix,
     )  # fmt: skip
-    with _LOCK:
-        return _CACHE.get(key)
+    return _CACHE.get(key)
 
 
 def _create(

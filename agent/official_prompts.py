@@ -5,7 +5,11 @@ the user's checkout and writes a prompt-set TOML file (`agent.prompt_set`). The 
 their prompts in a dict literal named `prompts`: module level in `zoomrefine/ZoomRefine_Base.py`
 (the InternVL `model.chat` pipeline of the paper's runs), inside the `__main__` block in
 `zoomrefine/ZoomRefine_API.py` (the OpenAI-compatible one). The files are parsed with `ast` and
-the values read with `ast.literal_eval`: never imported or executed.
+the values read with `ast.literal_eval`: never imported or executed. A hostile checkout costs one
+error line: a file over `MAX_SOURCE_BYTES`, nested past what the parser takes, linked from outside
+the checkout (symlinks are resolved first, as the dataset loaders do), or a value no prompt-set
+file can hold (a lone surrogate) is refused; the output file is replaced whole or not at all
+(`tools.files`), and a checkout path that is not UTF-8 is written with its odd bytes escaped.
 
 Mapping (`OFFICIAL_KEYS`): `localize` ← `user_template_1`, `refine` ← `user_template_follow_up`;
 for the `api` variant also `system` ← `system_prompt_1`, which that pipeline sends. The Base
@@ -21,6 +25,7 @@ the text; a prompt set cannot reproduce that order (docs/prompts.md).
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from typing import Literal
 
 from zoom_refine.agent.prompt_set import PromptSet, parse_prompt_set, template_placeholders
 from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.files import replace_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,6 +78,16 @@ BAD_PLACEHOLDER = (
     "(known: {known})"
 )
 EXISTS = "{path} exists; pass --force to overwrite it, or -o another file"
+MAX_SOURCE_BYTES = 1 << 20
+"""Largest official file read, in bytes (the real ones are about 20 kB)."""
+TOO_LARGE = "{path}: {size} bytes, not an official pipeline file (those are a few tens of kB)"
+TOO_NESTED = "{path}: nested too deeply to parse ({reason}); not an official pipeline file"
+OUTSIDE = "{path} is a symlink leading out of the checkout {repo} (to {resolved}); refused"
+NOT_UNICODE = (
+    "{path}: prompts[{key!r}] holds {char}, a lone surrogate: not text a prompt-set file "
+    "(UTF-8 TOML) can hold"
+)
+NOT_WRITTEN = "cannot write {path}: {reason}"
 
 
 @dataclass(frozen=True)
@@ -100,18 +116,8 @@ def read_official_prompts(repo_dir: Path, variant: OfficialVariant = "base") -> 
     """The `prompts` dict of `variant`'s file in the checkout `repo_dir`, mapped to our names.
     Raises one InvalidInputError line for every problem (no directory, no file, no dict, a key
     missing, a value that is not a literal string, a placeholder we cannot fill)."""
-    if not repo_dir.is_dir():
-        raise InvalidInputError(NOT_A_DIRECTORY.format(path=repo_dir))
-    path = repo_dir / OFFICIAL_FILES[variant]
-    if not path.is_file():
-        raise InvalidInputError(NO_FILE.format(path=path, repo=repo_dir))
-    try:
-        source = path.read_bytes().decode("utf-8")
-        tree = ast.parse(source, filename=str(path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInputError(UNREADABLE.format(path=path, reason=error)) from error
-    except SyntaxError as error:
-        raise InvalidInputError(NOT_PYTHON.format(path=path, reason=error)) from error
+    path = _checkout_file(repo_dir, OFFICIAL_FILES[variant])
+    tree = _parsed(path)
     found = _prompts_dict(tree)
     if found is None:
         raise InvalidInputError(NO_DICT.format(path=path))
@@ -136,12 +142,44 @@ def read_official_prompts(repo_dir: Path, variant: OfficialVariant = "base") -> 
     )
 
 
+def _checkout_file(repo_dir: Path, relative: str) -> Path:
+    """`relative` inside the checkout `repo_dir`, resolved; refused when missing, or when it (or
+    a folder on the way) is a symlink leading out of the checkout."""
+    if not repo_dir.is_dir():
+        raise InvalidInputError(NOT_A_DIRECTORY.format(path=repo_dir))
+    path = repo_dir / relative
+    if not path.is_file():
+        raise InvalidInputError(NO_FILE.format(path=path, repo=repo_dir))
+    root, resolved = repo_dir.resolve(), path.resolve()
+    if not resolved.is_relative_to(root):
+        raise InvalidInputError(OUTSIDE.format(path=path, repo=root, resolved=resolved))
+    return resolved
+
+
+def _parsed(path: Path) -> ast.Module:
+    """The file at `path` parsed (never run); one line for a file too large, not UTF-8, not
+    Python, or nested past the parser's stack (`- - … 1`: a MemoryError or RecursionError)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SOURCE_BYTES:
+            raise InvalidInputError(TOO_LARGE.format(path=path, size=size))
+        source = path.read_bytes().decode("utf-8")
+        return ast.parse(source, filename=str(path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInputError(UNREADABLE.format(path=path, reason=error)) from error
+    except SyntaxError as error:
+        raise InvalidInputError(NOT_PYTHON.format(path=path, reason=error)) from error
+    except (MemoryError, RecursionError) as error:  # the parser's stack, not the machine's memory
+        reason = str(error) or type(error).__name__
+        raise InvalidInputError(TOO_NESTED.format(path=path, reason=reason)) from error
+
+
 def official_prompt_set_toml(official: OfficialPrompts) -> str:
     """A prompt-set TOML file holding `official`'s texts (checked by loading it back)."""
     lines = [
         f"# The official Zoom-Refine prompts ({official.variant} variant), read from the user's own",
         f"# checkout of {OFFICIAL_REPOSITORY} by `zoom-refine prompts from-official`:",
-        f"#   {official.file} (the `prompts` dict, line {official.line}).",
+        f"#   {shown_path(official.file)} (the `prompts` dict, line {official.line}).",
         "# Not part of zoom-refine: do not redistribute it with our code.",
         "# A leading <image> line marks where InternVL puts the image; zoom-refine strips it on",
         "# load and always sends a turn's images before its text. {question} is the question",
@@ -177,9 +215,9 @@ def write_official_prompt_set(
     document = official_prompt_set_toml(official)
     prompt_set = parse_prompt_set(document, str(path))  # the user's file must load: check first
     try:
-        path.write_text(document, encoding="utf-8")
-    except OSError as error:
-        raise InvalidInputError(f"cannot write {path}: {error}") from error
+        replace_text(path, document)  # a failed write leaves the old file as it was
+    except (OSError, UnicodeEncodeError) as error:
+        raise InvalidInputError(NOT_WRITTEN.format(path=path, reason=error)) from error
     return path, official, prompt_set
 
 
@@ -204,10 +242,14 @@ def _literal_string(node: ast.expr, path: Path, key: str) -> str:
     checked; never evaluates anything but a literal."""
     try:
         value = ast.literal_eval(node)
-    except ValueError as error:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as error:
         raise InvalidInputError(NOT_LITERAL.format(path=path, key=key, line=node.lineno)) from error
     if not isinstance(value, str):
         raise InvalidInputError(NOT_LITERAL.format(path=path, key=key, line=node.lineno))
+    surrogate = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+    if surrogate is not None:
+        char = f"U+{ord(surrogate):04X}"
+        raise InvalidInputError(NOT_UNICODE.format(path=path, key=key, char=char))
     try:
         used = template_placeholders(value)
     except ValueError as error:
@@ -223,7 +265,15 @@ def _literal_string(node: ast.expr, path: Path, key: str) -> str:
 
 
 def _description(official: OfficialPrompts) -> str:
-    return f"official Zoom-Refine prompts ({official.variant} variant) from {official.file}"
+    return (
+        f"official Zoom-Refine prompts ({official.variant} variant) from "
+        f"{shown_path(official.file)}"
+    )
+
+
+def shown_path(path: Path) -> str:
+    """`path` as text UTF-8 can hold: bytes of a non-UTF-8 file name escaped (`\\xff`)."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _toml_string(text: str) -> str:

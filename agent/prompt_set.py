@@ -203,6 +203,15 @@ UNKNOWN_PLACEHOLDER = (
     "it may use {allowed} (docs/prompts.md)"
 )
 MISSING_TEMPLATE = "prompt set {path}: no template {name!r}, which {why}; add it to [templates]"
+TOO_LARGE = "prompt set {path}: {size} bytes; a prompt set is a few kB (at most 1 MiB is read)"
+TOO_NESTED = (
+    "prompt set {path}: not valid TOML: nested too deeply (a prompt set is one [templates] "
+    "table of strings)"
+)
+MAX_BYTES = 1 << 20
+"""Largest prompt-set file read, in bytes."""
+BOM = "\ufeff"
+"""A UTF-8 byte order mark, as some editors begin a file with: skipped (TOML does not allow it)."""
 
 
 @dataclass(frozen=True)
@@ -301,6 +310,9 @@ def load_prompt_set(source: PromptSetSource = None) -> PromptSet:
     if not path.is_file():
         raise InvalidInputError(NO_FILE.format(path=path))
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InvalidInputError(TOO_LARGE.format(path=path, size=size))
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInputError(UNREADABLE.format(path=path, reason=error)) from error
@@ -315,11 +327,14 @@ def default_prompt_set() -> PromptSet:
 
 
 def parse_prompt_set(text: str, source: str) -> PromptSet:
-    """Validate a prompt set's TOML `text`; `source` names it in errors and in the result."""
+    """Validate a prompt set's TOML `text`; `source` names it in errors and in the result. A
+    leading byte order mark is skipped; nesting past the parser's recursion is one error line."""
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(text.removeprefix(BOM))
     except tomllib.TOMLDecodeError as error:
         raise InvalidInputError(BAD_TOML.format(path=source, reason=error)) from error
+    except RecursionError as error:  # `a = [[[[…` (tomllib recurses once per level)
+        raise InvalidInputError(TOO_NESTED.format(path=source)) from error
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         problem = f"unknown top-level key {unknown[0]!r} (allowed: {', '.join(TOP_LEVEL_KEYS)})"

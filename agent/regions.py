@@ -262,7 +262,7 @@ def _read_box(
     if frame is None:
         return BoxReading(raw=raw, frame=None, note=refusal)
     if frame == "pixel":
-        frame_size = _pixel_frame_size(view, family, context, processed_size)
+        frame_size = pixel_frame_size(view, family, context, processed_size)
         pixels = box_to_pixels(raw, "pixel", view.box, frame_size)
         return BoxReading(raw=raw, frame=frame, frame_size=frame_size, pixels=pixels)
     box = clamp_to_frame(raw, frame) if context.box_format == "auto" else raw
@@ -284,7 +284,7 @@ def _frame_of(
     return context.box_format, None
 
 
-def _pixel_frame_size(
+def pixel_frame_size(
     view: View,
     family: Family,
     context: ZoomContext,
@@ -292,7 +292,8 @@ def _pixel_frame_size(
 ) -> tuple[int, int]:
     """(width, height) of the image a pixel box was drawn on: the size the model's processor
     resized the view to (reported by local models, rebuilt for Qwen2.5-VL servers), else the
-    size we showed it at (also when Qwen's rule refuses the view's shape)."""
+    size we showed it at (also when Qwen's rule refuses the view's shape). The one home of
+    this rule: the agent graph's calls read `pixel` boxes through it too."""
     if processed_size is not None:
         return processed_size
     if family == "qwen2_5_vl":

@@ -13,13 +13,14 @@
 - **A new conversation goes to the replica with the fewest requests in flight** (ties: the one
   sent the fewest requests so far), so a slow or busy replica gets less.
 - **A failing replica is taken out; no request is lost.** A refused or dropped connection takes it
-  out at once; a 5xx, a timeout or a rate limit sends the request elsewhere, and `strikes_to_drop`
-  such failures in a row take it out too. The failed request is re-sent at once to another replica
-  (its conversation moves there); only when every replica is out does the request fail, with
-  `AllReplicasDownError` naming each server and why it is out. That error is a `ConnectionError`,
-  so the graph's `MODEL_RETRY` retries it like an unreachable single server. A replica out of
-  service is tried again with one request every `retry_down_after` seconds, and rejoins when it
-  answers.
+  out at once; a 5xx, a timeout, a rate limit or a malformed reply (HTTP 200 whose body is not a
+  chat completion: not JSON, cut short, no `choices`; `malformed_reply`) sends the request
+  elsewhere, and `strikes_to_drop` such failures in a row take it out too. The failed request is
+  re-sent at once to another replica (its conversation moves there); only when every replica is
+  out does the request fail, with `AllReplicasDownError` naming each server and why it is out.
+  That error is a `ConnectionError`, so the graph's `MODEL_RETRY` retries it like an unreachable
+  single server. A replica out of service is tried again with one request every
+  `retry_down_after` seconds, and rejoins when it answers.
 
 `ReplicaRouter` is the policy alone (no LangChain, no network), tested on its own.
 """
@@ -31,6 +32,7 @@ import json
 import logging
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -48,9 +50,9 @@ from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["answered", "failed", "down"]
-"""How a request to a replica ended: it `answered` (any reply, a 4xx included: the server is
-alive), `failed` (5xx, timeout, rate limit: a strike), or the replica is `down` (connection
-refused or dropped: out at once)."""
+"""How a request to a replica ended: it `answered` (any readable reply, a 4xx included: the
+server is alive), `failed` (5xx, timeout, rate limit, a malformed reply: a strike), or the replica
+is `down` (connection refused or dropped: out at once)."""
 
 STRIKES_TO_DROP = 3
 """Failed requests in a row (5xx, timeouts) that take a replica out, as `MODEL_RETRY`'s attempts
@@ -61,6 +63,11 @@ REMEMBERED_CONVERSATIONS = 4096
 """Conversations whose replica is remembered (least recently used forgotten first): far more
 than are ever in flight at once."""
 REASON_CHARS = 120
+REPLY_READERS = frozenset({"_create_chat_result", "_acreate_chat_result"})
+"""langchain-openai's functions that turn a server's parsed reply into a chat result: an error
+raised inside one is the reply's fault (no `choices`, a choice without a message, a body that
+was not JSON at all), never the request's."""
+MALFORMED = "malformed reply ({reason})"
 
 ALL_DOWN = (
     "all {count} model servers are down: {servers}; start them (or fix --base-url) and run "
@@ -232,12 +239,34 @@ class ReplicaRouter:
         )
 
 
+def malformed_reply(error: BaseException) -> bool:
+    """Whether `error` says the server answered (HTTP 2xx) with a body that is no chat
+    completion: the client could not parse it (langchain-openai attaches the HTTP response to
+    such an error), the OpenAI client refused its shape, or it failed while being read into a
+    chat result (`REPLY_READERS`). A request the client could not even build is none of these."""
+    import openai
+
+    if isinstance(error, openai.APIResponseValidationError):
+        return True
+    status = getattr(getattr(error, "response", None), "status_code", None)  # httpx or httpx2
+    if isinstance(status, int) and 200 <= status < 300:
+        return True
+    frames = traceback.walk_tb(error.__traceback__)
+    return any(
+        frame.f_code.co_name in REPLY_READERS
+        and str(frame.f_globals.get("__name__", "")).startswith("langchain_openai")
+        for frame, _ in frames
+    )
+
+
 def failure_outcome(error: BaseException) -> Outcome:
     """What an exception from a replica says about the replica (see `Outcome`). Anything that
     is not a server failure (a 4xx, our own bug) is `answered`: the replica is not to blame."""
     import httpx
     import openai
 
+    if malformed_reply(error):
+        return "failed"
     if isinstance(error, openai.APITimeoutError):
         return "failed"
     if isinstance(error, (openai.APIConnectionError, httpx.TransportError, ConnectionError)):
@@ -253,11 +282,13 @@ def failure_outcome(error: BaseException) -> Outcome:
 
 def failure_reason(error: BaseException) -> str:
     """One short line: the lowest cause's message (`[Errno 111] Connection refused` rather than
-    the client's `Connection error.`)."""
+    the client's `Connection error.`); a malformed reply says so (`malformed reply (…)`)."""
     cause: BaseException = error
     while cause.__cause__ is not None and str(cause.__cause__).strip():
         cause = cause.__cause__
     text = " ".join(str(cause).split()) or type(cause).__name__
+    if malformed_reply(error):
+        text = MALFORMED.format(reason=text)
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
 

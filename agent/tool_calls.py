@@ -8,7 +8,8 @@ without a parser return the text as it is, and this module reads it. Mini-o3 wri
 `<grounding>{"bbox_2d": […], "source": …}</grounding>`: the object is the arguments themselves.
 
 A call that cannot be read (broken JSON, no name, arguments that are not an object, a tag never
-closed) is returned with its `error`, never raised: the graph records it and tells the model.
+closed, nesting thousands deep, an integer too long to read, a key that is not text) is returned
+with its `error`, never raised: the graph records it and tells the model.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoom_refine.agent.strict_json import plain_json, shown
+
 TOOL_CALL_TAG = "tool_call"
 GROUNDING_TAG = "grounding"
 
 NOT_JSON = "the call is not a JSON object: {reason}"
 NO_NAME = 'the call has no "name": write {{"name": <tool name>, "arguments": {{…}}}}'
-ARGUMENTS_NOT_OBJECT = 'the call\'s "arguments" must be a JSON object, got {value!r}'
+ARGUMENTS_NOT_OBJECT = 'the call\'s "arguments" must be a JSON object, got {value}'
 UNCLOSED = "the <{tag}> block is never closed with </{tag}>"
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_THINK_TAGS = re.compile(r"<(/?)think>", re.IGNORECASE)
+_ANSWER_TAGS = re.compile(r"<(/?)answer>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -80,25 +83,35 @@ def _named_call(raw: str, value: dict[str, Any]) -> TextToolCall:
         loaded, _ = _load_object(args)
         args = loaded if loaded is not None else args
     if not isinstance(args, dict):
-        return TextToolCall(raw=raw, name=name, error=ARGUMENTS_NOT_OBJECT.format(value=args))
+        return TextToolCall(
+            raw=raw, name=name, error=ARGUMENTS_NOT_OBJECT.format(value=shown(args))
+        )
     return TextToolCall(raw=raw, name=name.strip(), args=args)
 
 
 def _load_object(body: str) -> tuple[Any, str | None]:
     """The JSON object in `body` (code fences allowed), else a Python literal dict (DeepEyes'
-    own evaluation reads calls with Python's `eval`; `ast.literal_eval` runs nothing); or None
-    and why not."""
+    own evaluation reads calls with Python's `eval`; `ast.literal_eval` runs nothing), as plain
+    JSON data (`strict_json.plain_json`: string keys, bounded depth); or None and why not.
+    JSON's own failures include nesting too deep for the parser (RecursionError) and integers
+    too long to read (ValueError, over 4,300 digits)."""
     text = _FENCE.sub("", body.strip())
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return None, str(error)
+            return None, _reason(error)
     if not isinstance(value, dict):
         return None, f"got {type(value).__name__}"
-    return value, None
+    return plain_json(value)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read"
+    return str(error)
 
 
 def tool_call_text(name: str, args: dict[str, Any], tag: str = TOOL_CALL_TAG) -> str:
@@ -119,7 +132,30 @@ def strip_tool_calls(text: str, tag: str = TOOL_CALL_TAG) -> str:
 def answer_text(text: str, tag: str = TOOL_CALL_TAG) -> str:
     """The part of a reply that states an answer: the last `<answer>…</answer>` when there is
     one (DeepEyes, Mini-o3), else the reply without its tool calls and `<think>` blocks."""
-    found = _ANSWER_TAG.findall(text)
-    if found:
-        return str(found[-1]).strip()
-    return _THINK.sub("", strip_tool_calls(text, tag)).strip()
+    answers = _tag_spans(text, _ANSWER_TAGS)
+    if answers:
+        _, body_start, body_end, _ = answers[-1]
+        return text[body_start:body_end].strip()
+    rest = strip_tool_calls(text, tag)
+    kept, position = [], 0
+    for start, _, _, end in _tag_spans(rest, _THINK_TAGS):
+        kept.append(rest[position:start])
+        position = end
+    kept.append(rest[position:])
+    return "".join(kept).strip()
+
+
+def _tag_spans(text: str, tags: re.Pattern[str]) -> list[tuple[int, int, int, int]]:
+    """(start, body start, body end, end) of each `<t>…</t>` (case-insensitive), paired as the
+    lazy pattern `<t>.*?</t>` would pair them (from an opening tag to the first closing tag
+    after it), in one pass: the lazy pattern itself takes quadratic time on a reply of many
+    opening tags and no closing one (35 kB of `<think>`: 2 s)."""
+    spans = []
+    opened: re.Match[str] | None = None
+    for match in tags.finditer(text):
+        if not match.group(1):
+            opened = opened or match
+        elif opened is not None:
+            spans.append((opened.start(), opened.end(), match.start(), match.end()))
+            opened = None
+    return spans

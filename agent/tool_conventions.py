@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from zoom_refine.agent.strict_json import shown
 from zoom_refine.agent.tool_calls import GROUNDING_TAG, TOOL_CALL_TAG
 from zoom_refine.agent.tool_images import is_image_block, move_tool_images_to_user
 from zoom_refine.tools.boxes import BoxFrame
@@ -41,14 +43,21 @@ AnswerStyle = Literal["label", "tag"]
 WIRE_KEY = "tool_call_format"
 """`AIMessage.response_metadata` key: how the reply's calls arrived, `openai` or `text`."""
 
-BAD_BOX = "{field} must be four finite numbers [x1, y1, x2, y2], got {value!r}"
+BAD_BOX = "{field} must be four finite numbers [x1, y1, x2, y2], got {value}"
+BOX_TOO_LARGE = "{field} numbers must lie within ±{limit:g}, got {value}"
 OUTSIDE = "the box {box} lies outside the image ({frame}); draw it inside the image"
-UNKNOWN_IMAGE = "{field} {value!r} names no image shown so far; known: {known}"
-BAD_BOX_FORMAT = "box_format must be one of norm1, norm1000, pixel, got {value!r}"
-BAD_SOURCE = 'source must be "original_image" or "observation_<k>", got {value!r}'
-UNKNOWN_TOOL = "unknown tool {name!r}: the only tool is {tool!r}"
+UNKNOWN_IMAGE = "{field} {value} names no image shown so far; known: {known}"
+BAD_BOX_FORMAT = "box_format must be one of norm1, norm1000, pixel, got {value}"
+BAD_SOURCE = 'source must be "original_image" or "observation_<k>", got {value}'
+UNKNOWN_TOOL = "unknown tool {name}: the only tool is {tool!r}"
 BUDGET_SPENT = "too many zoom calls: the limit of {limit} is used up; answer with what you have"
 FINAL_TURN = "zoom budget spent: tool calls are no longer run"
+MAX_BOX_VALUE = 1e6
+"""Largest box number read, in any frame: past it a box is refused, not converted (pixel
+arithmetic on 1e300 overflows to infinity; no image is a million pixels wide)."""
+_INDEX = re.compile(r"[0-9]{1,6}")
+"""An image number written as text: ASCII digits only (`"²".isdigit()` is true, but `int`
+refuses it), short enough that it can name a view."""
 
 
 @dataclass(frozen=True)
@@ -96,59 +105,77 @@ class ToolConvention:
         """A call's arguments as a `CropRequest`, or why it cannot be run (a message for the
         model). `image_ids` are the views shown so far (`img0` the original, then each crop)."""
         if name != self.tool_name:
-            return UNKNOWN_TOOL.format(name=name, tool=self.tool_name)
+            return UNKNOWN_TOOL.format(name=shown(name), tool=self.tool_name)
         reader = _READERS[self.name]
         return reader(args, image_ids)
 
 
 def _box(args: Mapping[str, Any], field: str) -> tuple[float, float, float, float] | str:
+    """Four finite numbers within ±`MAX_BOX_VALUE` (numbers written as text are read too),
+    or why not: a huge integer (OverflowError in `float`), a non-number, NaN or infinity."""
     value = args.get(field)
     if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return BAD_BOX.format(field=field, value=value)
+        return BAD_BOX.format(field=field, value=shown(value))
     try:
         numbers = [float(v) for v in value if not isinstance(v, bool)]
-    except (TypeError, ValueError):
-        return BAD_BOX.format(field=field, value=value)
+    except (TypeError, ValueError, OverflowError):
+        return BAD_BOX.format(field=field, value=shown(value))
     if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
-        return BAD_BOX.format(field=field, value=value)
+        return BAD_BOX.format(field=field, value=shown(value))
+    if any(abs(v) > MAX_BOX_VALUE for v in numbers):
+        return BOX_TOO_LARGE.format(field=field, limit=MAX_BOX_VALUE, value=shown(value))
     return (numbers[0], numbers[1], numbers[2], numbers[3])
 
 
 def _known(image_id: str, field: str, value: object, image_ids: Sequence[str]) -> str | None:
     if image_id in image_ids:
         return None
-    return UNKNOWN_IMAGE.format(field=field, value=value, known=", ".join(image_ids))
+    return UNKNOWN_IMAGE.format(field=field, value=shown(value), known=", ".join(image_ids))
 
 
 def _label(args: Mapping[str, Any]) -> str | None:
     label = args.get("label")
-    return str(label) if label is not None else None
+    return label if isinstance(label, str) else None
+
+
+def _image_number(value: object) -> int | None:
+    """An image number: an int (or a whole float) from 0 to 999,999, or ASCII digits."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        value = int(value)
+    if isinstance(value, str) and _INDEX.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1_000_000:
+        return value
+    return None
 
 
 def _read_crop(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
     box = _box(args, "box")
     if isinstance(box, str):
         return box
-    image_id = str(args.get("image_id", "img0"))
+    image_id = args.get("image_id", "img0")
     frame = args.get("box_format", "norm1")
     if frame not in ("norm1", "norm1000", "pixel"):
-        return BAD_BOX_FORMAT.format(value=frame)
-    return _known(image_id, "image_id", image_id, image_ids) or CropRequest(image_id, box, frame)
+        return BAD_BOX_FORMAT.format(value=shown(frame))
+    if not isinstance(image_id, str) or image_id not in image_ids:
+        return UNKNOWN_IMAGE.format(
+            field="image_id", value=shown(image_id), known=", ".join(image_ids)
+        )
+    return CropRequest(image_id, box, frame)
 
 
 def _read_qwen3_vl(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequest | str:
     box = _box(args, "bbox_2d")
     if isinstance(box, str):
         return box
-    index = args.get("img_idx", 0)
-    if isinstance(index, float) and index.is_integer():
-        index = int(index)
-    if isinstance(index, str) and index.strip().isdigit():
-        index = int(index)
-    if not isinstance(index, int) or isinstance(index, bool):
-        return UNKNOWN_IMAGE.format(field="img_idx", value=index, known=", ".join(image_ids))
+    written = args.get("img_idx", 0)
+    index = _image_number(written)
+    if index is None:
+        return UNKNOWN_IMAGE.format(
+            field="img_idx", value=shown(written), known=", ".join(image_ids)
+        )
     image_id = f"img{index}"
-    error = _known(image_id, "img_idx", index, image_ids)
+    error = _known(image_id, "img_idx", written, image_ids)
     return error or CropRequest(image_id, box, "norm1000", _label(args))
 
 
@@ -165,12 +192,12 @@ def _read_mini_o3(args: Mapping[str, Any], image_ids: Sequence[str]) -> CropRequ
     if source in ("original_image", None, ""):
         image_id = "img0"
     elif isinstance(source, str) and source.startswith("observation_"):
-        number = source.removeprefix("observation_")
-        if not number.isdigit():
-            return BAD_SOURCE.format(value=source)
-        image_id = f"img{int(number)}"
+        number = _image_number(source.removeprefix("observation_"))
+        if number is None:
+            return BAD_SOURCE.format(value=shown(source))
+        image_id = f"img{number}"
     else:
-        return BAD_SOURCE.format(value=source)
+        return BAD_SOURCE.format(value=shown(source))
     return _known(image_id, "source", source, image_ids) or CropRequest(image_id, box, "norm1")
 
 

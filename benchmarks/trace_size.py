@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # for dataset_fixtures (test data, not 
 
 from dataset_fixtures import photo_like  # noqa: E402
 
-from zoom_refine import ZoomContext  # noqa: E402
+from zoom_refine import ZoomContext, build_graph  # noqa: E402
 from zoom_refine.evals.runner import run_one  # noqa: E402
 from zoom_refine.evals.samples import Sample  # noqa: E402
 from zoom_refine.graphs.baseline import build_baseline_graph  # noqa: E402
@@ -52,7 +52,6 @@ from zoom_refine.graphs.traces import (  # noqa: E402
     open_saver,
     read_trace,
     thread_config,
-    traced_graph,
 )
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel  # noqa: E402
 from zoom_refine.tools.encoding import ImageFormat  # noqa: E402
@@ -94,7 +93,9 @@ def ask_station(image_format: ImageFormat) -> Callable[[Path, Mode], None]:
             "options": ["3", "7", "12", "5"],
         }
         with saver_for(db, mode) as saver:
-            traced_graph(saver).invoke(inputs, context=context, config=thread_config(context))
+            build_graph(checkpointer=saver).invoke(
+                inputs, context=context, config=thread_config(context)
+            )
 
     return run
 
@@ -109,7 +110,7 @@ def eval_sample(image: str | bytes) -> Callable[[Path, Mode], None]:
         )
         with saver_for(db, mode) as saver:
             graphs = {
-                "zoom-refine": traced_graph(saver),
+                "zoom-refine": build_graph(checkpointer=saver),
                 "baseline": build_baseline_graph(checkpointer=saver),
             }
             for method, graph in graphs.items():

@@ -10,6 +10,7 @@ from typing import Any
 
 from zoom_refine.evals.embedded_images import embedded_samples
 from zoom_refine.evals.parquet_rows import ParquetRereader, parquet_rows
+from zoom_refine.evals.prompts import TYPED_CELLS
 from zoom_refine.evals.readers import Draft, TableRow, answer_letter, letter_columns, required_text
 from zoom_refine.evals.samples import BadRow, Sample
 from zoom_refine.evals.sniffing import Located, looks_like_json, single_file, starts_with
@@ -80,4 +81,7 @@ def _hr_draft(row: TableRow) -> Draft:
     fields = {
         name: cells[name].strip() for name in ("category", "cycle_category") if cells.get(name)
     }
-    return Draft(row.id, question, options, answer, fields, dict(cells))
+    source: dict[str, Any] = dict(cells)
+    if row.typed is not None:  # the official option text reads typed cells (`3.0`, not `3`)
+        source[TYPED_CELLS] = row.typed
+    return Draft(row.id, question, options, answer, fields, source)

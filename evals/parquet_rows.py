@@ -41,7 +41,10 @@ def _parquet_row(record: dict[str, Any], where: str, location: tuple[int, int]) 
             bad = f"byte 0x{error.object[error.start]:02X}"
             reason = f"column {name!r} is not UTF-8 text ({bad})"
             return TableRow(cells.get("index", ""), where, {}, None, None, reason)
-    return TableRow(cells.get("index", ""), where, cells, record.get("image"), location)
+    typed = {name: value for name, value in record.items() if name != "image"}
+    return TableRow(
+        cells.get("index", ""), where, cells, record.get("image"), location, typed=typed
+    )
 
 
 class ParquetRereader:

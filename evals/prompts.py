@@ -37,8 +37,13 @@ its runs read each benchmark from a JSON file its scripts wrote, whose user mess
 prompt, and the pipeline sends that prompt as the question:
 
 - **HR-Bench** (`evaluation/build_json.py`, lines 44–55): the question, a newline, "The choices are
-  listed below:", one line per option `(A) text` (A–D), MME-RealWorld's instruction sentence with
-  "(A, B, C, or D)" and no full stop, then "The best answer is:." (with that full stop).
+  listed below:", one line per option `(A) text` (always A–D: an empty option keeps its line
+  `(C) `), MME-RealWorld's instruction sentence with "(A, B, C, or D)" and no full stop, then "The
+  best answer is:." (with that full stop). Each cell is formatted as Python formats the value
+  pandas gives (`pandas_text`): a float cell `3.0` reads `3.0`, not `3`, a null `None`. The
+  official conversion reads HR-Bench's parquet, so that needs the parquet's typed values in
+  `Sample.source[TYPED_CELLS]`; without them (a TSV, a loader that keeps only text) the text
+  cells are used (`3`, an empty option `(C) `).
 - **MME-RealWorld** (`scripts/convert.py`, lines 36–47): the `Text` with **no** separator before
   "The choices are listed below:" (a question ending in "?" reads "?The choices…"), the dataset's
   own choice strings one per line, the instruction sentence with "(A, B, C, D, or E)", then "The
@@ -55,7 +60,9 @@ HR-Bench's four-letter sentence does not match that phrase, so it stays in the q
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
 
 from zoom_refine.evals.samples import Benchmark, Sample
 
@@ -85,8 +92,14 @@ def official_prompt(benchmark: Benchmark, sample: Sample) -> str:
     from the row as read (`sample.source`) where it holds the fields the conversion reads."""
     source = sample.source
     if benchmark == "hr-bench":
-        question = str(source.get("question", sample.question))
-        options = {letter: str(source.get(letter, text)) for letter, text in sample.options.items()}
+        typed = source.get(TYPED_CELLS)
+        if isinstance(typed, Mapping):  # the parquet's own values, as pandas hands them over
+            source = {**source, **typed}
+        question = pandas_text(source.get("question", sample.question))
+        options = {
+            letter: pandas_text(source.get(letter, sample.options.get(letter, "")))
+            for letter in HR_BENCH_LETTERS
+        }
         choices = "".join(f"({letter}) {text}\n" for letter, text in options.items())
         return (
             f"{question}\n{OFFICIAL_CHOICES_HEADER}{choices}"
@@ -103,6 +116,24 @@ def official_prompt(benchmark: Benchmark, sample: Sample) -> str:
         f"{text}{OFFICIAL_CHOICES_HEADER}{choices}\n"
         f"{OFFICIAL_SELECT}{OFFICIAL_RESPOND_FIVE}\n{OFFICIAL_CUE}"
     )
+
+
+TYPED_CELLS = "typed"
+"""Key of `Sample.source` under which a loader may keep a row's cells with their file types
+(parquet: `3.0` a float, a null None), for `official_prompt`; the text cells are used otherwise."""
+
+HR_BENCH_LETTERS = ("A", "B", "C", "D")
+"""The option columns the official HR-Bench conversion always writes, empty or not."""
+
+
+def pandas_text(value: Any) -> str:
+    """A cell as the official conversion's f-string shows the value pandas reads: text as it is,
+    a float as Python prints it (`3.0`, `nan`), an int `3`, a missing value `None`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return str(value)
 
 
 def official_question(benchmark: Benchmark, sample: Sample) -> str:

@@ -36,6 +36,9 @@ class TableRow:
     image: Any
     location: Any
     error: str | None = None
+    typed: dict[str, Any] | None = None
+    """The cells as the file typed them (parquet: `3.0` stays a float), image apart; None for
+    text-only formats (TSV). The official option text is built from these."""
 
 
 @dataclass

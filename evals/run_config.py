@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from zoom_refine.agent.prompt_set import PromptSet
-from zoom_refine.evals.store import replace_json
+from zoom_refine.agent.strict_json import strict_json
 from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.files import replace_bytes
 
 CONFIG_NAME = "config.json"
 HISTORY_KEY = "previous_configs"
@@ -178,9 +179,12 @@ def resumed_config(
 
 
 def write_config_file(folder: Path, config: dict[str, Any]) -> None:
-    """Replace `folder`/config.json atomically (`store.replace_json`)."""
+    """Replace `folder`/config.json atomically with strict JSON (as `store.replace_json`), through
+    a temporary file of this write's own (`tools.files.replace_bytes`): two processes never share,
+    truncate or remove one temporary."""
     folder.mkdir(parents=True, exist_ok=True)
-    replace_json(folder / CONFIG_NAME, config)
+    text = json.dumps(strict_json(config), indent=2, default=str, allow_nan=False)
+    replace_bytes(folder / CONFIG_NAME, text.encode())
 
 
 def _has_predictions(folder: Path) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 
 from zoom_refine.agent.context import ZoomContext
+from zoom_refine.agent.tool_conventions import TOOL_CONVENTIONS
 from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
 from zoom_refine.evals.prompts import benchmark_prompt, official_prompt, official_question
 from zoom_refine.evals.run_config import prompt_set_settings, resumed_config, write_config_file
@@ -37,10 +38,8 @@ from zoom_refine.evals.store import (
     replace_json,
     storage_errors,
 )
-from zoom_refine.graphs.agent import build_agent_graph
-from zoom_refine.graphs.baseline import build_baseline_graph
-from zoom_refine.graphs.traces import GRAPH_KEY, is_trace_store_error, open_saver, traced_graph
-from zoom_refine.graphs.zoom_refine import build_graph
+from zoom_refine.graphs.registry import METHOD_GRAPHS, graph_named
+from zoom_refine.graphs.traces import GRAPH_KEY, is_trace_store_error, open_saver
 from zoom_refine.tools.errors import InvalidInputError
 
 Method = Literal["zoom-refine", "baseline", "agent"]
@@ -117,12 +116,14 @@ class EvalPlan:
 
 @dataclass
 class Progress:
-    """Running counts for the progress bar."""
+    """Running counts for the progress bar, and the warnings said so far (`run_eval`'s
+    `on_warning` hears each once as it is found)."""
 
     finished: int = 0
     correct: int = 0
     errors: int = 0
     started: float = field(default_factory=time.perf_counter)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, record: dict[str, Any]) -> None:
         self.finished += 1
@@ -159,23 +160,72 @@ def select(plan: EvalPlan, rows: Iterable[Sample | BadRow]) -> Iterator[Sample |
         yield row
 
 
+NO_TOOL_CALL_SAMPLES = 3
+"""How many finished agent samples with neither a tool call nor a readable answer, and nothing
+else yet, make `run_eval` say the model ignores the tool convention."""
+IGNORES_CONVENTION = (
+    "the model made no tool call and gave no readable answer in its first {count} agent samples: "
+    "it does not seem to follow the tool convention {convention!r} with {call_format} tool calls; "
+    "try another --tool-convention ({conventions}) or --tool-call-format (openai, text)"
+)
+
+
+@dataclass
+class ConventionWatch:
+    """Finds, once, an agent run whose model ignores the tool convention: its first
+    `NO_TOOL_CALL_SAMPLES` finished agent samples made no tool call and gave no answer the
+    parser could read (every answer "unparsed"). A model that follows the convention at all in
+    those samples is never warned about."""
+
+    context: ZoomContext
+    seen: int = 0
+    silent: int = 0
+    warning: str | None = None
+
+    def add(self, record: dict[str, Any]) -> str | None:
+        """Count one finished record; the warning when this record completes the pattern."""
+        if record.get("method") != "agent" or record.get("status") != "ok":
+            return None
+        if self.seen >= NO_TOOL_CALL_SAMPLES:
+            return None
+        self.seen += 1
+        steps = record.get("steps") or []
+        calls = any(step.get("tool_calls") for step in steps if isinstance(step, dict))
+        self.silent += int(not calls and record.get("answer") is None)
+        if self.seen == NO_TOOL_CALL_SAMPLES and self.silent == self.seen:
+            call_format = self.context.tool_call_format
+            self.warning = IGNORES_CONVENTION.format(
+                count=self.seen,
+                convention=self.context.tool_convention,
+                call_format="text" if call_format == "text" else f"{call_format!r}",
+                conventions=", ".join(TOOL_CONVENTIONS),
+            )
+            return self.warning
+        return None
+
+
 def run_eval(
     plan: EvalPlan,
     context: ZoomContext,
     *,
     on_record: Callable[[dict[str, Any], Progress], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the plan to the end (resuming), then write and return the summary. The run folder is
     locked meanwhile (one writer at a time: `RunFolderBusyError`), and a write that fails for lack
-    of room stops the run as a one-line `StorageError` (the records before it are kept)."""
+    of room stops the run as a one-line `StorageError` (the records before it are kept).
+    `on_warning` hears, once each, what the user should know while the run goes on (a model that
+    ignores the agent's tool convention, `ConventionWatch`); the summary keeps them under
+    `warnings`."""
     with storage_errors(plan.out), hold_run_lock(plan.out):
-        return _run_eval_locked(plan, context, on_record)
+        return _run_eval_locked(plan, context, on_record, on_warning)
 
 
 def _run_eval_locked(
     plan: EvalPlan,
     context: ZoomContext,
     on_record: Callable[[dict[str, Any], Progress], None] | None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`run_eval` holding the folder's lock: this process alone writes it, so opening the store
     may repair a torn tail and `--retry-errors` may rewrite the file. First of all, before either,
@@ -190,18 +240,33 @@ def _run_eval_locked(
         saver = (
             stack.enter_context(open_saver(plan.trace_db, create=True)) if plan.trace_db else None
         )
-        graphs = {
-            "zoom-refine": traced_graph(saver) if saver else build_graph(),
-            "baseline": build_baseline_graph(checkpointer=saver),
-            "agent": build_agent_graph(checkpointer=saver),
-        }
-        _run_all(plan, context, store, graphs, on_record, traced=saver is not None)
+        graphs = {method: graph_named(method, checkpointer=saver) for method in METHOD_GRAPHS}
+        progress = Progress()
+        watch = ConventionWatch(context)
+
+        def watched(record: dict[str, Any]) -> None:
+            warning = watch.add(record)
+            if warning is not None:
+                progress.warnings.append(warning)
+                if on_warning:
+                    on_warning(warning)
+
+        def finished(record: dict[str, Any]) -> None:
+            watched(record)
+            if on_record:
+                on_record(record, progress)
+
+        for record in store:  # a resumed run's earlier samples count first
+            watched(record)
+        _run_all(plan, context, store, graphs, progress, finished, traced=saver is not None)
     summary = summarize(
         plan.benchmark,
         list(store),
         extractor=plan.extractor,
         skip_unanswered=plan.skip_unanswered,
     )
+    if progress.warnings:
+        summary["warnings"] = list(progress.warnings)
     replace_json(plan.out / "summary.json", summary)
     return summary
 
@@ -211,17 +276,15 @@ def _run_all(
     context: ZoomContext,
     store: PredictionStore,
     graphs: dict[str, Any],
-    on_record: Callable[[dict[str, Any], Progress], None] | None,
+    progress: Progress,
+    on_record: Callable[[dict[str, Any]], None],
     *,
     traced: bool,
 ) -> None:
-    progress = Progress()
-
     def finish(record: dict[str, Any]) -> None:
         store.append(record)
         progress.add(record)
-        if on_record:
-            on_record(record, progress)
+        on_record(record)
 
     def jobs() -> Iterator[tuple[Sample, Method]]:
         for row in select(plan, load_samples(plan.benchmark, plan.data)):

@@ -2,7 +2,7 @@
 
 Written after reading each benchmark's reference evaluation (paraphrased; no code copied).
 
-**Extractors** (`extract_choice`):
+**Extractors** (`extract_choice`; the rules live in `evals.extractors`):
 
 - `strict`: our `parse_choice` (with `rechecked=True`: a refine reply's `Rechecked Answer` wins).
   In `summarize`, `strict` scores the letter the run recorded (`answer`), which the graph took
@@ -37,10 +37,25 @@ Written after reading each benchmark's reference evaluation (paraphrased; no cod
   Later changes (a letter must be among the last 4 tokens; a length cap on text matching; an
   "answer is X" regex, 2025-08 and 2026-06) are not reproduced.
 - `official-baseline`: the Zoom-Refine repository's baseline scorer (xavier-yu114/Zoom-Refine
-  fc6c1ad, `evaluation/eval_acc.py` line 75), any benchmark: the **first letter A–E in either
-  case anywhere** in the reply, offered or not ("The answer is B" reads `E`, from "The";
-  "Based on" reads `B`). A reply with no such letter is unparsed; that script also leaves it out
-  of its denominator, which `skip_unanswered` does (with it, this is the script's whole rule).
+  fc6c1ad, `evaluation/eval_acc.py` lines 60–85), any benchmark, any method: the **first letter
+  A–E in either case anywhere** in the reply (the last step's), offered or not ("The answer is B"
+  reads `E`, from "The"; "Based on" reads `B`). A failed sample is scored as the official
+  baseline stores it, the text "Error: …" (`evaluation/base.py`), which reads `E` and is counted.
+  A reply with no such letter, and a record whose truth is not one letter A–E, are left out of
+  that script's denominator: `skip_unanswered` does that.
+- `official-zoomrefine`: each method by its own official script. Zoom-Refine records as
+  `zoomrefine/zoomrefine_acc.py` (lines 37–77) scores them: the first answer is the official
+  first-call letter of the localize reply, the rechecked answer the official refine letter of the
+  first refine reply (none when there was no refine, or its call failed); the final letter is
+  the rechecked one, else the first; a record without a first answer is left out of its
+  denominator (`skip_unanswered`). A refine call that failed under the `official` preset keeps
+  the first answer and is counted, as the official record keeps `Answer`; an error record holds
+  no steps, hence no first answer, and is left out. The truth is compared as it is. Baseline
+  records as `official-baseline`.
+
+With `skip_unanswered`, `official-baseline` and `official-zoomrefine` give the official scripts'
+correct / denominator on every input, failures included (`tests/test_official_golden.py` replays
+their outputs; `zoom-refine official verify` re-runs them).
 
 **Aggregates** (`summarize`): every record counts. An unparseable answer (None) is wrong and
 its id is listed; a record with status "error" (a crash, a bad dataset row) is wrong and listed
@@ -49,8 +64,11 @@ official Zoom-Refine scorers do, every record without a first answer is left out
 and listed as skipped: a Zoom-Refine record whose localize reply gave no letter
 (`initial_answer`, `zoomrefine/zoomrefine_acc.py` lines 61–63; its final answer is the rechecked
 one, else that first one, as ours), a baseline record whose extracted letter is None
-(`evaluation/eval_acc.py` lines 81–85), and every error record (the official scripts record no
-answer for those). Off by default: skipping flatters a model that often fails to answer.
+(`evaluation/eval_acc.py` lines 81–85), and, with the `strict` and `official` extractors, every
+error record. (The official scripts count some failures: the baseline's "Error: …" text reads
+`E`, and a Zoom-Refine record keeps its first answer when a later step failed; the two official
+extractors above score those as the scripts do.) Off by default: skipping flatters a model that
+often fails to answer.
 
 - HR-Bench: per `category` (`single` = FSP, `cross` = FCP) and overall. The official number
   (DreamMr/HR-Bench `image_mcq.py`, VLMEvalKit `report_acc_hrbench`) is the mean over the
@@ -79,11 +97,25 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from zoom_refine.agent.parsing import parse_choice
-from zoom_refine.evals.prompts import mme_choice
+from zoom_refine.evals.extractors import (
+    mme_realworld_official,
+    official_baseline,
+    official_step_answers,
+    vlmevalkit_official,
+)
 from zoom_refine.evals.samples import Benchmark
 
-Extractor = Literal["strict", "official", "official-baseline"]
-EXTRACTORS: tuple[Extractor, ...] = ("strict", "official", "official-baseline")
+Extractor = Literal["strict", "official", "official-baseline", "official-zoomrefine"]
+EXTRACTORS: tuple[Extractor, ...] = (
+    "strict",
+    "official",
+    "official-baseline",
+    "official-zoomrefine",
+)
+OFFICIAL_FAILURE_TEXT = "Error: "
+"""How the official baseline stores a failed sample's reply: every failure text it writes
+starts so (`evaluation/base.py`), and its scorer reads `E` from it."""
+_TRUTH = re.compile(r"[A-E]")
 METHOD_ORDER = ("baseline", "zoom-refine", "agent")
 UNKNOWN = "(unknown)"
 DIAGRAM_TABLE = "diagram and table"
@@ -114,91 +146,11 @@ def extract_choice(
         return None
     if extractor == "strict":
         return parse_choice(text, options.keys(), rechecked=True)
-    if extractor == "official-baseline":
+    if extractor in ("official-baseline", "official-zoomrefine"):
         return official_baseline(text)
     if benchmark == "mme-realworld":
         return mme_realworld_official(text, options)
     return vlmevalkit_official(text, options)
-
-
-# Two commas are missing in the official list, so its last four strings are glued into two.
-_MME_PREFIXES = (
-    "The best answer is",
-    "The correct answer is",
-    "The answer is",
-    "The answer",
-    "The best option is" + "The correct option is",
-    "Best answer:" + "Best option:",
-)
-_MME_LETTER = re.compile(r"[ABCDE]")
-
-
-def mme_realworld_official(text: str, options: Mapping[str, str]) -> str | None:
-    """MME-RealWorld's rule-based extraction, quirks included (module docstring)."""
-    reply = text.strip()
-    for prefix in _MME_PREFIXES:
-        reply = reply.replace(prefix, "")
-    letter = _MME_LETTER.search(reply)
-    if letter is None and len(reply.split()) > 10:
-        return None
-    if letter is not None:
-        return letter.group(0)
-    lowered = reply.lower()
-    for key, value in options.items():
-        choice = mme_choice(key, value)
-        if lowered in choice.lower():
-            return choice[1]
-    return None
-
-
-_BASELINE_LETTER = re.compile(r"[A-Ea-e]")
-"""eval_acc.py's pattern is an optional "(", spaces, a letter, spaces, an optional ")": the
-first such letter is the first A–E or a–e anywhere, which is all this needs."""
-
-
-def official_baseline(text: str) -> str | None:
-    """The Zoom-Refine repository's baseline rule (module docstring), upper-cased."""
-    letter = _BASELINE_LETTER.search(text)
-    return letter.group(0).upper() if letter else None
-
-
-_VLMEVAL_REFUSALS = (
-    "Sorry, I can't help with images of people yet.",
-    "I can't process this file.",
-    "I'm sorry, but without the image provided",
-    "Cannot determine the answer",
-)
-_VLMEVAL_API_FAILURE = "Failed to obtain answer via API"
-_VLMEVAL_PUNCTUATION = str.maketrans(dict.fromkeys(".()[],:;!*#{}", " "))
-_NO_ANSWER = "Z"
-
-
-def vlmevalkit_official(text: str, options: Mapping[str, str]) -> str | None:
-    """VLMEvalKit's exact matching (`can_infer`): the letter, else the option text."""
-    letter = _vlmevalkit_option(text, options)
-    if letter is None:
-        letter = _vlmevalkit_text(text, options)
-    return None if letter == _NO_ANSWER else letter
-
-
-def _vlmevalkit_option(text: str, options: Mapping[str, str]) -> str | None:
-    if _VLMEVAL_API_FAILURE in text:
-        return None
-    if any(refusal in text for refusal in _VLMEVAL_REFUSALS):
-        return _NO_ANSWER
-    tokens = set(text.translate(_VLMEVAL_PUNCTUATION).split())
-    hits = [letter for letter in options if letter in tokens]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits and _NO_ANSWER in tokens:
-        return _NO_ANSWER
-    return None
-
-
-def _vlmevalkit_text(text: str, options: Mapping[str, str]) -> str | None:
-    lowered = text.lower()
-    hits = [letter for letter, value in options.items() if str(value).lower() in lowered]
-    return hits[0] if len(hits) == 1 else None
 
 
 # --- scoring records -----------------------------------------------------------------------------
@@ -253,6 +205,10 @@ def _score(
     fields: dict[str, str],
     extractor: Extractor,
 ) -> Scored:
+    if extractor == "official-zoomrefine" and record.get("method") != "baseline":
+        return _score_zoomrefine_script(record, fields)
+    if extractor in ("official-baseline", "official-zoomrefine"):
+        return _score_baseline_script(record, fields)
     error = record.get("status") == "error"
     letter: str | None = None
     if not error:
@@ -277,6 +233,43 @@ def _score(
         error=error,
         fields=fields,
         answered=not error and first is not None,
+    )
+
+
+def _score_baseline_script(record: Mapping[str, Any], fields: dict[str, str]) -> Scored:
+    """`evaluation/eval_acc.py` (module docstring): a failure reads as its "Error: …" text;
+    `answered` is whether the script counts the record."""
+    error = record.get("status") == "error"
+    raw = OFFICIAL_FAILURE_TEXT if error else record.get("raw")
+    letter = official_baseline(raw) if isinstance(raw, str) else None
+    truth = record.get("ground_truth")
+    truth_letter = str(truth).strip().upper() if isinstance(truth, str) else ""
+    valid_truth = _TRUTH.fullmatch(truth_letter) is not None
+    return Scored(
+        id=str(record["id"]),
+        method=str(record["method"]),
+        letter=letter,
+        correct=valid_truth and letter == truth_letter,
+        error=error,
+        fields=fields,
+        answered=valid_truth and letter is not None,
+    )
+
+
+def _score_zoomrefine_script(record: Mapping[str, Any], fields: dict[str, str]) -> Scored:
+    """`zoomrefine/zoomrefine_acc.py` (module docstring), from the localize and refine replies
+    in the record's steps; `answered` is whether the script counts the record."""
+    first, rechecked = official_step_answers(record.get("steps") or [])
+    letter = rechecked if rechecked is not None else first
+    truth = record.get("ground_truth")
+    return Scored(
+        id=str(record["id"]),
+        method=str(record["method"]),
+        letter=letter,
+        correct=truth is not None and letter == truth,
+        error=record.get("status") == "error",
+        fields=fields,
+        answered=truth is not None and first is not None,
     )
 
 

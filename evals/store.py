@@ -7,6 +7,10 @@ last newline when it opens the store; readers (`read_only=True`: `zoom-refine re
 polling a live run) skip and count it and never modify the file, since the "torn" line may be a
 record a live writer is still writing. A finished sample is never lost or duplicated.
 
+Strict: a line is JSON that strict parsers accept (`jq`, browsers, `allow_nan=False`): a
+non-finite number a model wrote (`NaN`, `Infinity`, `1e999` in a box) is stored as a string
+(`agent.strict_json`), and a record that still held one would fail loudly, not be written.
+
 Lossless: a line is UTF-8 JSON, except that a record holding what UTF-8 cannot encode (a lone
 surrogate such as `"\ud800"`, which a server's JSON can carry) is written with every non-ASCII
 character escaped, so it reads back as the same strings instead of failing the run.
@@ -14,7 +18,6 @@ character escaped, so it reads back as the same strings instead of failing the r
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -24,7 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zoom_refine.agent.strict_json import strict_json
 from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.files import replace_bytes
 
 Key = tuple[str, str]
 """(sample id, method)."""
@@ -127,13 +132,7 @@ class PredictionStore:
             raise RuntimeError(f"{self.path} was opened read-only; only the run's writer appends")
 
     def _rewrite(self) -> None:
-        temporary = self.path.with_suffix(".jsonl.tmp")
-        with temporary.open("wb") as handle:
-            for record in self.records.values():
-                handle.write(encode_line(record))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        replace_bytes(self.path, b"".join(encode_line(r) for r in self.records.values()))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self.records.values()))
@@ -143,14 +142,18 @@ class PredictionStore:
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
-    """`record` as one JSON line in UTF-8, readable as text when UTF-8 can hold it; otherwise (a
-    lone surrogate from a server's `"\\ud800"`) with non-ASCII escaped, which reads back as the
-    very same strings, where encoding it raw would raise UnicodeEncodeError and stop the run."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
+    """`record` as one strict JSON line in UTF-8 (non-finite numbers as strings, then
+    `allow_nan=False`, so a value that slipped past raises instead of writing `NaN`), readable
+    as text when UTF-8 can hold it; otherwise (a lone surrogate from a server's `"\\ud800"`)
+    with non-ASCII escaped, which reads back as the very same strings, where encoding it raw
+    would raise UnicodeEncodeError and stop the run."""
+    strict = strict_json(record)
+    text = json.dumps(strict, ensure_ascii=False, default=str, allow_nan=False)
     try:
         return (text + "\n").encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode("ascii")
+        line = json.dumps(strict, ensure_ascii=True, default=str, allow_nan=False)
+        return (line + "\n").encode("ascii")
 
 
 @contextmanager
@@ -185,18 +188,8 @@ def _write_line(descriptor: int, line: bytes) -> None:
 
 
 def replace_json(path: Path, value: Any) -> None:
-    """Write `value` as indented JSON to `path` atomically (a temporary file, fsynced, renamed
+    """Write `value` as indented strict JSON (as `encode_line`) to `path` atomically (a temporary file, fsynced, renamed
     over it): a run stopped mid-write (a full disk, a kill) leaves the old file or the new one,
     never a torn one that readers would choke on. An OSError names `path`, not the temporary."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(value, indent=2, default=str).encode()
-    try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror, str(path)) from error
+    data = json.dumps(strict_json(value), indent=2, default=str, allow_nan=False).encode()
+    replace_bytes(path, data)

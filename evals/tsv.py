@@ -6,7 +6,8 @@ one goes through the `csv` module (quoted cells may hold tabs, quotes and line b
 `to_csv(sep="\t")`, which writes VLMEvalKit's TSVs, quotes them), its base64 runs swapped for short
 tokens first so the parser never walks megabytes of them. A quoted cell that never closes (a stray
 `"` in a hand-edited file) would swallow the rows after it, as it does in pandas: here the cell is
-caught when it reaches a line that is a whole row by itself, the end of the file or 1 MiB, its row
+caught when it reaches a line that is a whole row by itself and does not close it, the end of the
+file or 1 MiB, its row
 becomes a BadRow and the lines after it are read as rows again, so every physical line ends up in
 exactly one Sample or BadRow (or is blank).
 """
@@ -155,7 +156,7 @@ def _quoted_lines(
     while line is not None:
         line.text, tokens = _shelve_bulky_cells(line.text, len(taken))
         shelved.update(tokens)
-        if inside and _is_whole_row(line.text, width):
+        if inside and _is_whole_row(line.text, width) and not _closes_cleanly(line.text):
             return None
         taken.append(line)
         inside, _, fault = _scan_quotes(line.text, inside)
@@ -226,6 +227,15 @@ def _after_closing_quote(text: str, position: int) -> int:
         if not text.startswith('"', found + 1):
             return found + 1
         position = found + 2
+
+
+def _closes_cleanly(text: str) -> bool:
+    """Whether a line read as the rest of an open quoted cell closes it as pandas writes it
+    (right before a tab or the line end) and opens no cell it leaves open: then it is that
+    cell's continuation, as pandas reads it, even if it also looks like a whole row (a cell
+    holding a line break then a tab: `"line one\nline two\there"`)."""
+    inside, _, fault = _scan_quotes(text, True)
+    return not inside and fault is None
 
 
 def _is_whole_row(text: str, width: int) -> bool:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy
+from langgraph.types import Checkpointer, RetryPolicy
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.first_look import first_look
@@ -65,15 +64,26 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
 
 def build_baseline_graph(
     *,
+    checkpointer: Checkpointer = None,
     name: str = "baseline",
     retry_policy: RetryPolicy | None = MODEL_RETRY,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    **compile_options: Any,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """One node, same input and output schema as the Zoom-Refine graph."""
+    """One node, same input and output schema as the Zoom-Refine graph; `compile_options` are
+    LangGraph's (`interrupt_before`, `store`, `debug`, …)."""
+    return build_baseline_builder(retry_policy=retry_policy).compile(
+        checkpointer=checkpointer, name=name, **compile_options
+    )
+
+
+def build_baseline_builder(
+    *, retry_policy: RetryPolicy | None = MODEL_RETRY
+) -> StateGraph[Any, Any, Any, Any]:
+    """The uncompiled baseline graph; `retry_policy` applies to the node that calls the model."""
     builder = StateGraph(
         ZoomState, context_schema=ZoomContext, input_schema=InputState, output_schema=OutputState
     )
     builder.add_node("answer", answer_directly, retry_policy=retry_policy)
     builder.add_edge(START, "answer")
     builder.add_edge("answer", END)
-    return builder.compile(name=name, checkpointer=checkpointer)
+    return builder

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable
 from langgraph.types import RetryPolicy
 
 from zoom_refine.agent import models
@@ -18,6 +19,7 @@ from zoom_refine.agent.conversation import to_model_messages
 from zoom_refine.agent.families import Family
 from zoom_refine.agent.local.model import LocalVisionChatModel
 from zoom_refine.agent.state import StepRecord
+from zoom_refine.agent.strict_json import strict_json
 from zoom_refine.tools.errors import InvalidInputError
 
 
@@ -129,17 +131,33 @@ def call_model(
     model: BaseChatModel, log: Sequence[BaseMessage], *, logprobs: bool = False
 ) -> ModelReply:
     """Send the conversation (as plain turns) and time the call."""
-    started = time.perf_counter()
     runnable = model.bind(logprobs=True) if logprobs else model
+    reply, seconds = chat(runnable, to_model_messages(log))
+    return model_reply(reply, seconds)
+
+
+def chat(runnable: Runnable[Any, Any], messages: Sequence[BaseMessage]) -> tuple[AIMessage, float]:
+    """The one model call of every graph: send `messages` as they are, and return the reply and
+    the seconds it took. A server's 400 that a server flag fixes becomes one line
+    (`InvalidInputError`, `server_refusal`); other failures pass through (retried by
+    `MODEL_RETRY` when transient)."""
+    started = time.perf_counter()
     try:
-        reply = runnable.invoke(to_model_messages(log))
+        reply = runnable.invoke(list(messages))
     except Exception as error:  # re-raised unless a server flag fixes it (one line, user error)
         refusal = server_refusal(error)
         if refusal is None:
             raise
         raise InvalidInputError(refusal) from error
     seconds = time.perf_counter() - started
-    sizes = reply.response_metadata.get("image_sizes") if isinstance(reply, AIMessage) else None
+    if not isinstance(reply, AIMessage):
+        reply = AIMessage(content=reply.content)
+    return reply, seconds
+
+
+def model_reply(reply: AIMessage, seconds: float) -> ModelReply:
+    """The record fields of a reply: its text, time, counters, image sizes, log-probabilities."""
+    sizes = reply.response_metadata.get("image_sizes")
     return ModelReply(
         text=reply.text,
         seconds=round(seconds, 4),
@@ -173,8 +191,10 @@ def reply_usage(reply: BaseMessage) -> dict[str, int]:
 
 
 def step_record(node: str, hop: int, reply: ModelReply, **parsed: Any) -> StepRecord:
-    """One row of the trace: which node, what the model said, what we read from it (`parsed`:
-    the other `StepRecord` fields)."""
-    record: dict[str, Any] = {"node": node, "hop": hop, "raw": reply.text, **parsed}
+    """One row of the trace: which node, what the model said (verbatim), what we read from it
+    (`parsed`: the other `StepRecord` fields, made strict JSON: a non-finite number the model
+    wrote is kept as a string, `agent.strict_json`)."""
+    record: dict[str, Any] = {"node": node, "hop": hop, "raw": reply.text}
+    record |= strict_json(parsed)
     record |= {"seconds": reply.seconds, "usage": reply.usage}
     return cast(StepRecord, record)

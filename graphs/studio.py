@@ -7,15 +7,13 @@ come from the context schema (`ZoomContext`): in Studio, set them in the assista
 
 from __future__ import annotations
 
-from zoom_refine.graphs.agent import build_agent_graph
-from zoom_refine.graphs.baseline import build_baseline_graph
-from zoom_refine.graphs.zoom_refine import build_graph
+from zoom_refine.graphs.registry import GRAPHS
 
-graph = build_graph(name="zoom_refine")
+graph = GRAPHS["zoom_refine"](name="zoom_refine")
 """Zoom-Refine: localize → crop → refine (and zoom again while unsure)."""
 
-baseline = build_baseline_graph(name="baseline")
+baseline = GRAPHS["baseline"](name="baseline")
 """One direct answer on the downsampled view, for side-by-side comparisons."""
 
-agent = build_agent_graph(name="agent")
+agent = GRAPHS["agent"](name="agent")
 """Model-driven zoom: the model calls the zoom tool itself (`tool_convention`, `max_hops`)."""

@@ -35,7 +35,7 @@ from zoom_refine.graphs.run_index import (
     upsert_sql,
 )
 from zoom_refine.graphs.trace_blobs import BlobRunSaver, BlobStore
-from zoom_refine.graphs.trace_urls import display_url
+from zoom_refine.graphs.trace_urls import display_url, redact
 from zoom_refine.tools.errors import InvalidInputError
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -46,6 +46,11 @@ SETUP_TIMEOUT = (
     "another process has been creating the tables of {url} for over 2 minutes; is it stuck?"
 )
 CANNOT_CONNECT = "cannot reach the trace database {url}: {reason}"
+NO_CREATE_RIGHTS = (
+    "the trace database {url} refused to create its tables ({reason}): grant the user CREATE "
+    "on the schema (GRANT CREATE ON SCHEMA public TO <user>, as its owner), have its owner write "
+    "to it once (the tables are then created), or use another database"
+)
 NOT_A_DB = "not a trace database: {url} (no checkpoint tables; write one with `--trace-db {url}`)"
 BLOB_SCHEMA = """CREATE TABLE IF NOT EXISTS zr_blobs (
     sha256 TEXT PRIMARY KEY,
@@ -67,15 +72,18 @@ def _connect(url: str, **options: Any) -> Any:
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             **options,
         )
-    except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as error:
+        # ProgrammingError: a malformed connection string. libpq's reason may quote it: redacted.
         raise InvalidInputError(
-            CANNOT_CONNECT.format(url=display_url(url), reason=reason)
+            CANNOT_CONNECT.format(url=display_url(url), reason=error_reason(error, url))
         ) from error
-    except psycopg.ProgrammingError as error:  # a malformed connection string
-        raise InvalidInputError(
-            CANNOT_CONNECT.format(url=display_url(url), reason=error)
-        ) from error
+
+
+def error_reason(error: BaseException, url: str) -> str:
+    """A driver error on one line (libpq's lines joined), every password of `url` (or of any
+    other connection string it quotes) hidden."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return redact(text or type(error).__name__, url)
 
 
 class PostgresBlobStore(BlobStore):
@@ -210,18 +218,46 @@ def open_postgres_saver(
     conn = _connect(url, row_factory=dict_row)
     try:
         saver = TracePostgresSaver(conn, serde=serde)
-        if create:
-            _take_setup_lock(conn, url)
-            try:
-                saver.setup()
-                if blobs is not None:
-                    blobs.create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
-        elif not has_checkpoint_tables(conn):
-            raise InvalidInputError(NOT_A_DB.format(url=display_url(url)))
-        postgres_ensure_index(conn, saver, graph_key)
+        with _creating_tables(url):
+            _set_up(saver, conn, url, create=create, graph_key=graph_key, blobs=blobs)
         saver.run_index = RunIndexWriter(saver.index_write, graph_key)
         yield saver
     finally:
         conn.close()
+
+
+def _set_up(
+    saver: TracePostgresSaver,
+    conn: Any,
+    url: str,
+    *,
+    create: bool,
+    graph_key: str,
+    blobs: PostgresBlobStore | None,
+) -> None:
+    """Create the tables (writing) or check they exist (reading); the run index either way."""
+    if create:
+        _take_setup_lock(conn, url)
+        try:
+            saver.setup()
+            if blobs is not None:
+                blobs.create_table()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+    elif not has_checkpoint_tables(conn):
+        raise InvalidInputError(NOT_A_DB.format(url=display_url(url)))
+    postgres_ensure_index(conn, saver, graph_key)
+
+
+@contextlib.contextmanager
+def _creating_tables(url: str) -> Iterator[None]:
+    """A user the database refuses tables to (no CREATE on the schema: PostgreSQL 15's default
+    for all but the schema's owner) gets one line saying what to do, not a traceback."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise InvalidInputError(
+            NO_CREATE_RIGHTS.format(url=display_url(url), reason=error_reason(error, url))
+        ) from error

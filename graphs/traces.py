@@ -12,6 +12,7 @@ written as they go, never from the checkpoints themselves.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import sqlite3
@@ -33,13 +34,12 @@ from langgraph.types import StreamMode
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
 from zoom_refine.graphs import run_index
-from zoom_refine.graphs.agent import build_agent_graph
-from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.registry import graph_named
 from zoom_refine.graphs.run_index import IndexedSaver, RunIndexWriter, RunSummary
 from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
 from zoom_refine.graphs.trace_urls import MISSING_DRIVER, TraceTarget, describe_target, trace_target
-from zoom_refine.graphs.zoom_refine import build_builder, build_graph
-from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.errors import ImageLoadError, InvalidInputError, ZoomRefineError
+from zoom_refine.tools.images import load_image, read_source_bytes
 
 __all__ = ["RunSummary", "TraceTarget", "describe_target", "trace_target"]  # re-exported
 
@@ -185,13 +185,6 @@ def is_trace_store_error(error: BaseException) -> bool:
     return isinstance(error, psycopg.Error)
 
 
-def traced_graph(
-    saver: BaseCheckpointSaver[Any], *, name: str = "zoom_refine"
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The Zoom-Refine graph compiled with `saver` as its checkpointer."""
-    return build_builder().compile(checkpointer=saver, name=name)
-
-
 def thread_config(context: ZoomContext, thread_id: str | None = None) -> RunnableConfig:
     """Run config: a new thread id (uuid4) unless given, and the context's recursion limit."""
     return {
@@ -237,11 +230,7 @@ def _graph_named(
     name: str, saver: BaseCheckpointSaver[Any] | None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The graph `GRAPH_KEY` names (`zoom_refine`, `baseline`, `agent`), with `saver`."""
-    if name == "baseline":
-        return build_baseline_graph(checkpointer=saver)
-    if name == "agent":
-        return build_agent_graph(checkpointer=saver)
-    return traced_graph(saver) if saver is not None else build_graph()
+    return graph_named(name, checkpointer=saver)
 
 
 def _drive(
@@ -374,3 +363,63 @@ def _trace_steps(
             failed = StepRecord(node=node, hop=hop, raw=None, note=str(message.content))
             rows.append(TraceStep(step, node, time, failed))
     return rows or [TraceStep(step, node, time)]
+
+
+# --- the run's input image, now -------------------------------------------------------------------
+
+NO_IMAGE_IN_STATE = "run {thread} has no input image in its state: its pictures cannot be drawn"
+IMAGE_GONE = (
+    "cannot draw the run's pictures: its input image {image} is gone ({reason}); the trace holds "
+    "the steps shown above"
+)
+IMAGE_CHANGED = (
+    "cannot draw the run's pictures: its input image {image} changed since the run ({how}; "
+    "SHA-256 {now}…, the run saw {then}…), so its boxes would land on another picture; restore "
+    "the image, or read the steps above without pictures"
+)
+
+
+class ImageChangedError(ZoomRefineError):
+    """A persisted run's input image is gone or is no longer the image the run saw (its bytes'
+    SHA-256 differs from the state's `image_sha256`): its boxes cannot be drawn on it."""
+
+
+def check_trace_image(state: Mapping[str, Any], thread: str = "") -> None:
+    """Refuse (ImageChangedError, one line) to draw a run's pictures when its input image file
+    is gone or differs from the one the run saw: other pixels, another size, or the path now a
+    link to another image. Image bytes kept in the state are the run's own; a state without
+    `image_sha256` (written before runs recorded it) is not checked."""
+    image = state.get("image")
+    if image is None:
+        raise ImageChangedError(NO_IMAGE_IN_STATE.format(thread=thread or "this"))
+    then = state.get("image_sha256")
+    if isinstance(image, bytes) or not isinstance(then, str) or not then:
+        return
+    try:
+        data = read_source_bytes(image)
+    except ImageLoadError as error:
+        raise ImageChangedError(IMAGE_GONE.format(image=image, reason=error)) from error
+    now = hashlib.sha256(data).hexdigest()
+    if now != then:
+        how = _how_changed(Path(image), data, state.get("views") or [])
+        raise ImageChangedError(
+            IMAGE_CHANGED.format(image=image, how=how, now=now[:12], then=then[:12])
+        )
+
+
+def _how_changed(path: Path, data: bytes, views: Any) -> str:
+    """What is different about the image now, in words: a link, its size, or its pixels."""
+    parts = []
+    if path.is_symlink():
+        parts.append(f"now a link to {path.resolve()}")
+    try:
+        width, height = load_image(data).size
+    except ImageLoadError as error:
+        return "; ".join([*parts, f"now not a readable image: {error}"])
+    first = views[0].get("box") if views and isinstance(views[0], Mapping) else None
+    seen = tuple(first[2:4]) if isinstance(first, list) and len(first) == 4 else None
+    if seen is not None and seen != (width, height):
+        parts.append(f"now {width}×{height} px, the run saw {seen[0]}×{seen[1]} px")
+    elif not parts:
+        parts.append("other pixels, same size")
+    return "; ".join(parts)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy
+from langgraph.types import Checkpointer, RetryPolicy
 
 from zoom_refine.agent.confidence import answer_confidence
 from zoom_refine.agent.context import ZoomContext
@@ -43,6 +44,7 @@ from zoom_refine.graphs.calls import MODEL_RETRY, call_model, resolve_family, re
 from zoom_refine.graphs.calls import step_record as record
 from zoom_refine.tools.crop_tool import crop_tool
 from zoom_refine.tools.encoding import text_content_block
+from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.views import View
 
 
@@ -101,7 +103,9 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
 
 def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     """Show the crop(s) of this hop and ask the model to re-check; keep the previous answer if
-    none is parsed."""
+    none is parsed. With `keep_answer_on_refine_failure` (the official preset), a refine call
+    that raises keeps the previous answer too (stop reason `refine_failed`), as the official
+    code does; otherwise the error ends the sample."""
     context = runtime.context
     views, failures = crop_results(last_tool_results(state["messages"]))
     failed = [crop_failure_record(state.get("hop", 0) + 1, reason) for reason in failures]
@@ -113,7 +117,14 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     )
     prompt = HumanMessage(text)
     by_token = context.confidence_source == "token" and bool(options)
-    reply = call_model(resolve_model(context), [*state["messages"], prompt], logprobs=by_token)
+    try:
+        reply = call_model(resolve_model(context), [*state["messages"], prompt], logprobs=by_token)
+    except (GraphBubbleUp, ZoomRefineError):
+        raise  # interrupts and user errors (a bad setting fails every sample) are not kept
+    except Exception as error:
+        if not context.keep_answer_on_refine_failure:
+            raise
+        return _refine_failed(views, failed, previous, error)
     answer = parse_answer(reply.text, options, rechecked=True, mode=context.answer_parser)
     confidence, source = answer_confidence(reply.text, options, reply.logprobs, by_token=by_token)
     hop = views[-1].hop
@@ -135,6 +146,30 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     return update | {"stop_reason": stop} if stop else update
 
 
+def _refine_failed(
+    views: list[View], failed: list[StepRecord], previous: str | None, error: Exception
+) -> dict[str, Any]:
+    """The official preset's record of a refine call that raised: the previous answer kept, the
+    error in the step's note (`raw` None: no reply)."""
+    hop = views[-1].hop
+    note = f"refine call failed ({type(error).__name__}: {error}): keeping the previous answer"
+    step: StepRecord = {
+        "node": "refine",
+        "hop": hop,
+        "raw": None,
+        "view": views[-1].id,
+        "answer": None,
+        "note": note,
+    }
+    return {
+        "views": [item.to_record() for item in views],
+        "hop": hop,
+        "answer": previous,
+        "steps": [*failed, step],
+        "stop_reason": "refine_failed",
+    }
+
+
 def route_after_localize(state: ZoomState) -> Literal["crop", "__end__"]:
     """To the crop tool when the model gave a box, else stop with the answer we have."""
     last = state["messages"][-1]
@@ -147,11 +182,18 @@ def route_after_refine(state: ZoomState) -> Literal["localize", "__end__"]:
 
 
 def build_graph(
-    *, name: str = "zoom_refine", retry_policy: RetryPolicy | None = MODEL_RETRY
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "zoom_refine",
+    retry_policy: RetryPolicy | None = MODEL_RETRY,
+    **compile_options: Any,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The compiled graph: invoke with `context=ZoomContext(...)` and `config={"recursion_limit":
-    context.recursion_limit}`; compile `build_builder()` yourself to add a checkpointer."""
-    return build_builder(retry_policy=retry_policy).compile(name=name)
+    context.recursion_limit}`. `compile_options` are LangGraph's (`interrupt_before=["crop"]`
+    pauses after localize with the pending boxes in the state; `store`, `debug`, …)."""
+    return build_builder(retry_policy=retry_policy).compile(
+        checkpointer=checkpointer, name=name, **compile_options
+    )
 
 
 def build_builder(

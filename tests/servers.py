@@ -19,14 +19,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 180.0
@@ -446,3 +448,164 @@ def vllm_block_size(server: RunningServer) -> int:
                 if name == "block_size":
                     return int(value.strip('"'))
     raise ServerStartError(f"{server.base_url}: no vllm:cache_config_info block_size in /metrics")
+
+
+# --- a fake OpenAI-compatible server (one process, real sockets) ------------------------------
+
+FakeMode = Literal["answer", "hang", "status", "close", "garbage"]
+"""How `FakeOpenAIServer` treats a request: `answer` (a completion), `hang` (holds it until
+`release` is set or the server stops: a hung server), `status` (HTTP `status`, e.g. 500),
+`close` (closes the connection without a reply: a server killed mid-request), `garbage` (HTTP
+200 with a body that is not a completion, see `GARBAGE_KINDS`)."""
+
+GARBAGE_KINDS: tuple[str, ...] = (
+    "not-json",
+    "truncated",
+    "no-choices",
+    "null-choices",
+    "empty",
+    "text-plain",
+    "choice-without-message",
+)
+"""The broken HTTP 200 bodies of mode `garbage`, in the order served (cycling): a body that is not
+JSON, a completion cut in half (Content-Length matching the cut), JSON without `choices`,
+`choices: null`, an empty body, an HTML page as text/html, a choice without its `message`."""
+
+HANG_LIMIT_S = 30.0
+"""The longest a `hang` request is held when nobody releases it (so a test never waits forever)."""
+
+
+def completion(text: str) -> dict[str, Any]:
+    """A chat completion (OpenAI's schema) whose one choice replies `text`."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+
+
+def garbage_body(kind: str, text: str) -> tuple[str, bytes]:
+    """(content type, body) of one broken HTTP 200 reply of `kind` (`GARBAGE_KINDS`)."""
+    whole = json.dumps(completion(text)).encode()
+    bodies: dict[str, tuple[str, bytes]] = {
+        "not-json": ("application/json", b"<html><body>502 Bad Gateway</body></html>"),
+        "truncated": ("application/json", whole[: len(whole) // 2]),
+        "no-choices": ("application/json", json.dumps({"id": "x", "object": "x"}).encode()),
+        "null-choices": (
+            "application/json",
+            json.dumps({**completion(text), "choices": None}).encode(),
+        ),
+        "empty": ("application/json", b""),
+        "text-plain": ("text/html", b"<!doctype html><title>proxy login</title>"),
+        "choice-without-message": (
+            "application/json",
+            json.dumps({**completion(text), "choices": [{"index": 0}]}).encode(),
+        ),
+    }
+    return bodies[kind]
+
+
+class FakeOpenAIServer:
+    """A minimal OpenAI-compatible chat server on 127.0.0.1: real sockets, one thread per
+    request, in this process. Use it as a context manager (serves on enter, stops on exit).
+
+    In mode `answer` it replies `reply(request)` (default: `text`); `mode` may be changed at any
+    time (see `FakeMode`); `answer_first` requests are answered before the mode applies (a
+    server that fails mid-run). Every request body is kept in `requests` (JSON), in arrival
+    order; `held` counts requests now waiting in mode `hang`."""
+
+    def __init__(
+        self,
+        mode: FakeMode = "answer",
+        *,
+        status: int = 500,
+        reply: Callable[[dict[str, Any]], str] | None = None,
+        text: str = "Answer: A",
+        answer_first: int = 0,
+        garbage: Sequence[str] = GARBAGE_KINDS,
+    ) -> None:
+        self.mode: FakeMode = mode
+        self.status = status
+        self.reply = reply or (lambda _request: text)
+        self.answer_first = answer_first
+        self.garbage = list(garbage)
+        self.release = threading.Event()
+        self.requests: list[dict[str, Any]] = []
+        self.held = 0
+        self.garbage_sent: list[str] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer((HOST, 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://{HOST}:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Release held requests, stop serving and close the socket (idempotent)."""
+        self.release.set()
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with state._lock:
+                    state.requests.append(body)
+                    faulty = len(state.requests) > state.answer_first
+                mode = state.mode if faulty else "answer"
+                if mode == "close":
+                    self.close_connection = True
+                    return
+                if mode == "hang":
+                    with state._lock:
+                        state.held += 1
+                    try:
+                        state.release.wait(HANG_LIMIT_S)
+                    finally:
+                        with state._lock:
+                            state.held -= 1
+                if mode == "status":
+                    self._send(state.status, "application/json", _error_body())
+                    return
+                if mode == "garbage":
+                    with state._lock:
+                        kind = state.garbage[len(state.garbage_sent) % len(state.garbage)]
+                        state.garbage_sent.append(kind)
+                    self._send(200, *garbage_body(kind, state.reply(body)))
+                    return
+                data = json.dumps(completion(state.reply(body))).encode()
+                self._send(200, "application/json", data)
+
+            def _send(self, status: int, content_type: str, data: bytes) -> None:
+                with suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _error_body() -> bytes:
+    return json.dumps({"error": {"message": "failing on purpose"}}).encode()

@@ -6,6 +6,7 @@ import base64
 import io
 import pathlib
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.local.batching import MicroBatcher
-from zoom_refine.testing import ScriptedVisionModel
+from zoom_refine.testing import RuleVisionModel
 
 
 def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
@@ -36,18 +37,34 @@ def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
 
 
 def test_requests_with_different_keys_never_share_a_batch() -> None:
+    """The first batch is held until four requests of two keys are queued: the leader then runs
+    exactly one batch per key, each holding both of that key's requests."""
     seen: list[list[str]] = []
+    release = threading.Event()
 
     def run(requests: Sequence[str]) -> list[str]:
         seen.append(list(requests))
+        if requests == ["a0"]:
+            assert release.wait(timeout=30), "the queued requests never arrived"
         return list(requests)
 
-    batcher: MicroBatcher[str, str] = MicroBatcher(run, max_batch_size=8, wait_seconds=0.05)
-    jobs = [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")]
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda job: batcher.submit(job[0], key=job[1]), jobs))
-    for batch in seen:
-        assert len({item[0] for item in batch}) == 1
+    batcher: MicroBatcher[str, str] = MicroBatcher(run, max_batch_size=8, wait_seconds=0.0)
+    jobs = [("a0", "a"), ("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")]
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(batcher.submit, "a0", "a")
+        while seen != [["a0"]]:
+            time.sleep(0.001)
+        later = [pool.submit(batcher.submit, item, key) for item, key in jobs[1:]]
+        deadline = time.monotonic() + 30
+        while len(batcher._pending) < 4:
+            assert time.monotonic() < deadline, "requests did not queue"
+            time.sleep(0.001)
+        release.set()
+        results = [first.result(timeout=30), *(job.result(timeout=30) for job in later)]
+
+    assert results == [item for item, _ in jobs]
+    assert seen == [["a0"], ["a1", "a2"], ["b1", "b2"]]
+    assert batcher.batch_sizes == [1, 2, 2]
 
 
 def test_a_failing_batch_fails_each_of_its_callers_and_the_batcher_goes_on() -> None:
@@ -68,15 +85,37 @@ def test_a_failing_batch_fails_each_of_its_callers_and_the_batcher_goes_on() -> 
     assert batcher.submit(2) == 2
 
 
-def test_graph_batch_with_concurrency_works_with_any_chat_model(tmp_path: pathlib.Path) -> None:
+class SlowRuleModel(RuleVisionModel):
+    """Answers by rule after a pause, counting how many calls are in flight at once."""
+
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        with FLIGHT_LOCK:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.2)
+            return super()._generate(messages, stop, run_manager, **kw)
+        finally:
+            with FLIGHT_LOCK:
+                self.in_flight -= 1
+
+
+FLIGHT_LOCK = threading.Lock()
+
+
+def test_graph_batch_runs_samples_concurrently_with_any_chat_model(tmp_path: pathlib.Path) -> None:
     image = tmp_path / "img.png"
     Image.new("RGB", (1000, 800), (10, 20, 30)).save(image)
-    model = ScriptedVisionModel(replies=["Answer: A"] * 6)
+    model = SlowRuleModel()
     inputs = [{"image": str(image), "question": f"q{i}", "options": ["x", "y"]} for i in range(6)]
     results = build_graph().batch(
         inputs, config={"max_concurrency": 3}, context=ZoomContext(model=model)
     )
-    assert [result["answer"] for result in results] == ["A"] * 6
+    assert len(results) == 6 and all(result["answer"] for result in results)
+    assert model.most_in_flight == 3  # three samples' model calls overlapped, never more
 
 
 def image_message(seed: int) -> list[HumanMessage]:

@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from PIL import Image
 from typer.testing import CliRunner
 
-from zoom_refine import ZoomContext
+from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.state import InputState
 from zoom_refine.cli import app
 from zoom_refine.evals.runner import run_one
@@ -34,7 +34,6 @@ from zoom_refine.graphs.traces import (
     run_graph,
     sample_runs,
     thread_config,
-    traced_graph,
 )
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel
 from zoom_refine.tools.encoding import encode_image
@@ -131,7 +130,7 @@ def test_a_4k_photo_sample_with_both_methods_stays_under_2_mb(tmp_path: Path) ->
         )
         with open_saver(db, create=True) as saver:  # as evals.runner: one saver, both methods
             graphs = {
-                "zoom-refine": traced_graph(saver),
+                "zoom-refine": build_graph(checkpointer=saver),
                 "baseline": build_baseline_graph(checkpointer=saver),
             }
             for method, graph in graphs.items():
@@ -151,7 +150,7 @@ def test_reading_back_gives_the_identical_state(tmp_path: Path) -> None:
     inputs: InputState = {"image": str(image), "question": "Colour?", "options": ["red", "blue"]}
     with open_saver(db, create=True) as saver:
         config = thread_config(context)
-        states = traced_graph(saver).stream(
+        states = build_graph(checkpointer=saver).stream(
             inputs, context=context, config=config, stream_mode="values"
         )
         live = list(states)[-1]  # the final state: the very objects that were checkpointed
@@ -164,7 +163,7 @@ def test_reading_back_gives_the_identical_state(tmp_path: Path) -> None:
     assert image_data(stored["messages"]) == image_data(live["messages"])  # the base64 strings
     assert {key: stored[key] for key in live} == live
     with open_saver(db) as saver:  # every checkpoint, not just the last
-        history = list(traced_graph(saver).get_state_history(config))
+        history = list(build_graph(checkpointer=saver).get_state_history(config))
     for snapshot in history:
         for data in image_data(snapshot.values.get("messages") or []):
             assert data in image_data(live["messages"])
@@ -240,7 +239,7 @@ def test_two_threads_write_runs_into_one_database(tmp_path: Path) -> None:
                     runs[str(run.thread_id)] = COLOURS[k]
                 else:  # one saver for all threads, as `eval --trace-db`
                     config = thread_config(context)
-                    traced_graph(shared).invoke(inputs, context=context, config=config)
+                    build_graph(checkpointer=shared).invoke(inputs, context=context, config=config)
                     runs[str(config["configurable"]["thread_id"])] = COLOURS[k]
         except BaseException as error:  # reported below
             errors.append(error)
@@ -307,7 +306,7 @@ def test_an_old_database_still_reads(tmp_path: Path) -> None:
     with open_saver(db, create=True, compact=False) as saver:  # the format traces had
         context = bmp_context(LOCALIZE, REFINE)
         old_config = thread_config(context, "zoom-refine:7:" + "0" * 32)
-        traced_graph(saver).invoke(inputs, context=context, config=old_config)
+        build_graph(checkpointer=saver).invoke(inputs, context=context, config=old_config)
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "zr_blobs" not in tables and max(largest_rows(db)) > 1 * MB
@@ -374,7 +373,7 @@ def test_without_recipes_images_rebuild_without_the_input_file(tmp_path: Path) -
     try:
         saver = CompactSqliteSaver(conn, serde=TraceSerializer(blobs))
         config = thread_config(context)
-        states = traced_graph(saver).stream(
+        states = build_graph(checkpointer=saver).stream(
             inputs, context=context, config=config, stream_mode="values"
         )
         live = list(states)[-1]
@@ -406,7 +405,7 @@ def test_a_missing_input_image_is_one_line(
     )
     assert shown.exit_code == 2
     (line,) = shown.stderr.strip().splitlines()
-    assert f"the run's input image {image} is gone" in line
+    assert f"its input image {image} is gone" in line
     assert "Traceback" not in shown.stdout + shown.stderr
     steps = [line for line in shown.stdout.splitlines() if line.startswith("step ")]
     assert [step.split()[2] for step in steps] == ["localize", "crop", "refine"]

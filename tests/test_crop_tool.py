@@ -15,7 +15,7 @@ from langgraph.prebuilt import ToolNode
 from PIL import Image
 from typing_extensions import TypedDict
 
-from zoom_refine import ZoomContext, crop_tool
+from zoom_refine import ZoomContext, crop_tool, make_crop_tool
 from zoom_refine.tools.crop_tool import make_crop
 from zoom_refine.tools.settings import ImageSettings
 
@@ -112,3 +112,23 @@ def test_nested_crop_composes_through_the_registered_view(picture: Path) -> None
     # Pixels of img0 as shown at half size scale by two.
     crop = make_crop(original, views, "img0", [750, 500, 900, 600], "pixel", settings)
     assert crop.view.box.as_list() == [1500, 1000, 1800, 1200]
+
+
+def test_crop_tool_on_another_state_key_reads_bytes_there(picture: Path) -> None:
+    class PhotoState(TypedDict, total=False):
+        messages: Annotated[list[AnyMessage], add_messages]
+        photo: bytes
+
+    builder = StateGraph(PhotoState)
+    builder.add_node("tools", ToolNode([make_crop_tool(image_key="photo")]))
+    builder.add_edge(START, "tools")
+    args = {"image_id": "img0", "box": [0.5, 0.5, 0.6, 0.6]}
+    call = AIMessage(content="", tool_calls=[{"name": "crop", "args": args, "id": "call-1"}])
+    state = {"photo": picture.read_bytes(), "messages": [call]}
+    settings = ImageSettings(padding=0.0, min_crop_side=0)
+    message = builder.compile().invoke(state, context=settings)["messages"][-1]
+    assert message.status == "success"
+    assert message.artifact["view"]["box"] == [1500, 1000, 1800, 1200]
+    # the `image`-key instance finds nothing in such a state, and says which key it read
+    missing = call_crop({"photo": picture.read_bytes()}, args)
+    assert missing.status == "error" and "the state has no 'image'" in str(missing.content)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from zoom_refine.agent.context import ZoomContext
@@ -50,12 +53,20 @@ def test_qwen_resize_matches_the_processor_rule() -> None:
     assert abs(width / height - 3840 / 2160) < 0.03
 
 
-def test_resolve_family_reads_a_local_models_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(LocalVisionChatModel, "model_type", property(lambda self: "qwen2_5_vl"))
-    model = LocalVisionChatModel(model_path="not-loaded")
-    assert model.family == "qwen2_5_vl"
-    assert resolve_family(ZoomContext(), model) == "qwen2_5_vl"
-    assert resolve_family(ZoomContext(model_family="internvl"), model) == "internvl"
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "family"), [("tiny_qwen_path", "qwen2_5_vl"), ("tiny_internvl_path", "internvl")]
+)
+def test_resolve_family_reads_a_local_models_config(
+    fixture: str, family: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The family comes from the checkpoint's own config.json (read by transformers), not from
+    the folder's name: the checkpoint is copied to a folder whose name says nothing."""
+    checkpoint = shutil.copytree(request.getfixturevalue(fixture), tmp_path / "checkpoint")
+    model = LocalVisionChatModel(model_path=str(checkpoint))
+    assert model.family == family
+    assert resolve_family(ZoomContext(), model) == family
+    assert resolve_family(ZoomContext(model_family="qwen3_vl"), model) == "qwen3_vl"
 
 
 def test_resolve_family_of_any_other_model_is_other() -> None:

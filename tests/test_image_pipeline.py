@@ -1,8 +1,11 @@
 """The fast image pipeline: decode once, views made at the processor's input size, tiles once.
 
 Checked against the real InternVL3 and Qwen2.5-VL processors of the tiny checkpoints: the fast
-path gives the processor images it leaves unresized, the tiles stay within a grey level of the
-official chain, and `exact_preprocessing` reproduces the official tiles exactly.
+path gives the processor images it leaves unresized, its tiles stay within a grey level of the
+tiles a fresh, uncached processor makes from the original image, and `exact_preprocessing`
+reproduces that processor's tiles exactly. (That is transformers' tiling; agreement with the
+official repository's own tiling code is checked by `zoom-refine official verify` against a
+checkout of it, and by the golden data recorded from it.)
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def grey_levels(pixel_values: torch.Tensor) -> np.ndarray:
 
 
 def plain_tiles(model_dir: Path, images: list[Image.Image]) -> Any:
-    """Tiles from an uncached processor handed the images as they are (the official chain)."""
+    """Tiles from a fresh, uncached processor handed the images as they are: transformers' own
+    chain, which our cached fast path must match (not the official repository's code)."""
     processor = AutoProcessor.from_pretrained(model_dir)
     return processor.image_processor(images=images, max_patches=12, return_tensors="pt")
 
@@ -77,19 +81,19 @@ def test_the_first_view_is_made_at_the_tile_canvas_and_the_processor_keeps_it(
     assert look.view.shown_size == (1792, 896)  # 16:9 under 12 tiles: a 4×2 canvas
     assert look.image_block["mime_type"] == "image/bmp"  # in-process: lossless, uncompressed
     ours = tiles_of(internvl, [look.image_block])
-    official = plain_tiles(tiny_internvl_path, [load_image(uhd_jpeg).image])
-    assert ours["pixel_values"].shape == official["pixel_values"].shape == (9, 3, 448, 448)
+    reference = plain_tiles(tiny_internvl_path, [load_image(uhd_jpeg).image])
+    assert ours["pixel_values"].shape == reference["pixel_values"].shape == (9, 3, 448, 448)
     # The 8 tiles: made by the processor's own resize, straight from the original: identical.
-    assert torch.equal(ours["pixel_values"][:8], official["pixel_values"][:8])
+    assert torch.equal(ours["pixel_values"][:8], reference["pixel_values"][:8])
     # The thumbnail is resized from the view here, from the original there: within a grey level.
     thumbnail = np.abs(
-        grey_levels(ours["pixel_values"][8:]) - grey_levels(official["pixel_values"][8:])
+        grey_levels(ours["pixel_values"][8:]) - grey_levels(reference["pixel_values"][8:])
     )
     assert 0.0 < thumbnail.mean() < 1.0
 
 
 @pytest.mark.slow
-def test_exact_preprocessing_gives_the_official_tiles_bit_for_bit(
+def test_exact_preprocessing_gives_the_processors_own_tiles_bit_for_bit(
     internvl: LocalVisionChatModel, uhd_jpeg: Path, tiny_internvl_path: Path
 ) -> None:
     context = ZoomContext(model=internvl, exact_preprocessing=True)
@@ -102,8 +106,8 @@ def test_exact_preprocessing_gives_the_official_tiles_bit_for_bit(
     assert crop.image.size == (crop.view.box.width, crop.view.box.height)
     ours = tiles_of(internvl, [look.image_block, *crop_message_content(crop, context)[1:]])
     region = original.crop(crop.view.box.as_tuple())
-    official = plain_tiles(tiny_internvl_path, [original, region])
-    assert torch.equal(ours["pixel_values"], official["pixel_values"])
+    reference = plain_tiles(tiny_internvl_path, [original, region])
+    assert torch.equal(ours["pixel_values"], reference["pixel_values"])
 
 
 @pytest.mark.slow

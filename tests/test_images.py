@@ -538,3 +538,45 @@ def test_every_loaded_image_is_rgb(label: str, data: bytes) -> None:
     assert loaded.image.mode == "RGB", label
     assert loaded.size == (4, 4)
     assert np.asarray(loaded.image).shape == (4, 4, 3)
+
+
+# --- official=True: decoded as the official Zoom-Refine code decodes (the `official` preset) ----
+
+
+def test_official_decoding_drops_alpha_where_the_default_composites_on_white() -> None:
+    rgba = Image.new("RGBA", (4, 2), (200, 40, 10, 0))  # fully transparent
+    data = encode(rgba, "PNG")
+    assert load_image(data).image.getpixel((0, 0)) == WHITE
+    assert load_image(data, official=True).image.getpixel((0, 0)) == (200, 40, 10)
+
+
+def test_official_decoding_clips_16_bit_grey_where_the_default_rescales() -> None:
+    grey = Image.fromarray(np.array([[0, 300, 60000]], dtype=np.uint16))
+    assert grey.mode == "I;16"
+    data = encode(grey, "PNG")
+    assert load_image(data).image.getpixel((1, 0)) == (1, 1, 1)  # 300 of 0..60000 → 0..255
+    assert load_image(data, official=True).image.getpixel((1, 0)) == WHITE  # clipped at 255
+
+
+def test_official_decoding_ignores_exif_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    data = encode(Image.new("RGB", (40, 10), RED), "JPEG", exif=exif.tobytes())
+    assert load_image(data).size == (10, 40)
+    assert load_image(data, official=True).size == (40, 10)
+
+
+@pytest.mark.reliability(
+    "Images",
+    "truncated JPEG under the official preset (official=True)",
+    "read as far as its data goes, as the official code does; the default still refuses it",
+)
+def test_official_decoding_reads_a_truncated_file_and_the_default_still_refuses_it() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    whole = encode(Image.fromarray(noise), "JPEG")  # noise: most bytes are scan data
+    cut = whole[: len(whole) * 3 // 5]
+    assert load_image(cut, official=True).size == (64, 64)
+    with pytest.raises(ImageLoadError):
+        load_image(cut)  # the cache keys the two paths apart
+    with pytest.raises(ImageLoadError):
+        load_image(cut, official=True, max_pixels=100)  # the pixel limit still applies

@@ -1045,3 +1045,44 @@ def test_nul_characters_are_refused(tmp_path: Path) -> None:
     jsonl.write_text(jsonl.read_text() + json.dumps(record) + "\n")
     vstar_bad = split(load_samples("vstar", jsonl))[1]
     assert BadRow("line 5", "image path contains a NUL character") in vstar_bad
+
+
+# Cells whose line after a break has the tabs of a whole row (issue 20): in the question column
+# one tab does it, in option A four; doubled quotes and further breaks around them.
+NEWLINE_TAB_CELLS = [
+    ("question", "line one\nline two?tab\there"),
+    ("question", 'He said ""no""\nthen?\t"quoted" "" end'),
+    ("question", "a\n\tb\n\tc"),
+    ("A", "first\nw\tx\ty\tz\tc1"),
+    ("A", '"\nq""\t1\t2\t3\t4'),
+    ("B", "one\ttwo\nthree\tfour\tfive"),
+]
+
+
+@pytest.mark.reliability(
+    "Datasets",
+    "a quoted TSV cell holding a line break then a tab, so that its second line looks like a "
+    "whole row by itself (newlines, tabs and doubled quotes inside cells)",
+    "read as pandas reads it: one cell, no refused row and no invented sample",
+)
+def test_tsv_cell_with_a_line_break_then_a_tab_reads_as_pandas(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    red = b64(jpeg_bytes("red"))
+    records = []
+    for index in range(len(NEWLINE_TAB_CELLS) + 2):  # plain rows around the tricky ones
+        row = dict(zip(HR_HEADER, hr_row(index, red), strict=True))
+        if 0 < index <= len(NEWLINE_TAB_CELLS):
+            column, text = NEWLINE_TAB_CELLS[index - 1]
+            row[column] = text.replace('""', '"')  # pandas doubles each quote when writing
+        records.append(row)
+    path = tmp_path / "hr_bench_4k.tsv"
+    pandas.DataFrame.from_records(records).to_csv(path, sep="\t", index=False)
+    lines = path.read_text().splitlines()
+    assert 'line two?tab\there"\t' in "\n".join(lines)  # the issue's line is in the file
+    samples, bad = split(load_samples("hr-bench", path))
+    expected = pandas.read_csv(path, sep="\t", keep_default_na=False, dtype=str)
+    assert bad == [] and [s.id for s in samples] == list(expected["index"])
+    for sample, (_, row) in zip(samples, expected.iterrows(), strict=True):
+        assert sample.question == row["question"].strip()
+        assert sample.options == {letter: row[letter].strip() for letter in "ABCD"}
+    assert samples[1].question == "line one\nline two?tab\there"

@@ -3,6 +3,7 @@ says what to do; the hub is probed once, briefly, and a cached model is used off
 
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
 import time
@@ -104,12 +105,42 @@ def test_offline_mode_without_the_weights_is_refused_without_a_request(
     check_model_spec("hf:org/cached")
 
 
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A real HTTP server on 127.0.0.1 as the hub endpoint (`HF_ENDPOINT`); lists the methods
+    and paths it was asked for, so a test sees the probe really go out."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            seen.append(f"HEAD {self.path}")
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    yield seen
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_unreachable_hub_refuses_uncached_and_goes_offline_for_cached(
     hub: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(models, "hub_unreachable_reason", lambda: "connection refused")
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     message = refused("hf:org/absent")
-    assert "cannot be reached (connection refused)" in message
+    assert "cannot be reached (" in message and "refused" in message.lower()
     assert "--model openai:NAME --base-url URL" in message
     assert constants.HF_HUB_OFFLINE is False  # nothing to use offline: mode unchanged
     cache_repo(hub, "org/cached", {"config.json": "{}", "model.safetensors": "x"})
@@ -117,12 +148,10 @@ def test_unreachable_hub_refuses_uncached_and_goes_offline_for_cached(
     assert constants.HF_HUB_OFFLINE is True  # cached files used as they are, no retries
 
 
-def test_reachable_hub_lets_the_download_go_ahead(
-    hub: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(models, "hub_unreachable_reason", lambda: None)
+def test_reachable_hub_lets_the_download_go_ahead(hub: Path, local_hub: list[str]) -> None:
     check_model_spec("hf:org/absent")
-    assert constants.HF_HUB_OFFLINE is False
+    assert local_hub == ["HEAD /"]  # the probe reached the endpoint, once
+    assert constants.HF_HUB_OFFLINE is False  # so the download may go ahead
 
 
 @pytest.fixture

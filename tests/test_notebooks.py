@@ -10,7 +10,7 @@ import time
 import pytest
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_quickstart.ipynb", "02_multi_hop.ipynb", "03_compose.ipynb"]
+NAMES = ["01_quickstart.ipynb", "02_multi_hop.ipynb", "03_compose.ipynb", "04_stepping.ipynb"]
 TIME_LIMIT_S = 120  # per notebook; each takes well under a minute once the tiny model is cached
 
 
@@ -76,5 +76,6 @@ def test_notebook_runs_offline(name: str, monkeypatch: pytest.MonkeyPatch) -> No
         "01_quickstart.ipynb": "answer: A | first look: B",
         "02_multi_hop.ipynb": "max_hops",
         "03_compose.ipynb": "ToolMessage ['text', 'text']",
+        "04_stepping.ipynb": "next: ('crop',)",
     }[name]
     assert expected in text

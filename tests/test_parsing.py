@@ -378,10 +378,12 @@ def test_percent_and_out_of_ten_agree(value: int) -> None:
     ],
     ids=lambda reply: f"{reply[:14]!r}×{len(reply)}",
 )
-def test_parsers_stay_fast_on_degenerate_replies(reply: str) -> None:
+def test_parsers_do_not_backtrack_catastrophically_on_degenerate_replies(reply: str) -> None:
     start = time.perf_counter()
     parse_boxes(reply)
     parse_choice(reply, ABCD, rechecked=True)
     parse_open_answer(reply, rechecked=True)
     parse_confidence(reply)
-    assert time.perf_counter() - start < 1.0
+    # Catastrophic backtracking on these takes minutes; a generous bound catches it on a loaded
+    # machine. How fast they really are is not a test's business.
+    assert time.perf_counter() - start < 15.0

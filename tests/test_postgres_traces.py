@@ -20,6 +20,8 @@ import dataset_fixtures as fixtures
 import pytest
 from PIL import Image
 from postgres_server import INSTALL_HINT, PostgresServer, postgres_server, server_binaries
+from postgres_server import USER as PG_USER
+from postgres_server import _stop as stop_postgres
 from servers import free_port
 from test_run_index import index_rows
 from typer.testing import CliRunner
@@ -308,3 +310,85 @@ def test_postgres_lists_10000_runs_in_under_a_second(pg_url: str) -> None:
     seconds = time.perf_counter() - started
     assert len(runs) == 10_000 and runs[1234].question == "question 1234"
     assert seconds < 1.0, seconds
+
+
+# --- a database that refuses, or goes away (issue 21, item 5) --------------------------------
+
+
+def user_without_create(postgres: PostgresServer, url: str) -> str:
+    """`url` for a new login role that may connect but not create tables (PostgreSQL 15+: the
+    public schema grants CREATE to its owner only; revoked explicitly for older servers)."""
+    import psycopg
+
+    role = f"limited_{os.getpid()}_{next(_names)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    return url.replace(f"//{PG_USER}@", f"//{role}@", 1)
+
+
+@pytest.mark.reliability(
+    "Traces",
+    "a Postgres trace database whose user may not create tables (ask, eval)",
+    "one line saying the database refused to create its tables and what to do; eval writes "
+    "nothing (no config.json) and loads no model",
+)
+def test_a_user_without_create_rights_gets_one_line_and_nothing_written(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limited = user_without_create(postgres, pg_url)
+    image = scene(tmp_path / "scene.png")
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    model = ScriptedVisionModel(replies=[])  # never called: refused before
+    monkeypatch.setattr("zoom_refine.agent.models.load_chat_model", lambda *a, **k: model)
+    out = tmp_path / "run"
+    for args in (
+        ["ask", str(image), "Colour?", "--trace-db", limited],
+        ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--trace-db", limited],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert "refused to create its tables" in line and "GRANT CREATE ON SCHEMA" in line, line
+        assert "permission denied" in line, line
+    assert not out.exists()  # checked before the folder, its lock or config.json
+    assert model.requests == []
+
+
+class StopsTheDatabase(ScriptedVisionModel):
+    """Replies as scripted; on call `stop_at` first stops the PostgreSQL server `server`."""
+
+    server: Any = None
+    stop_at: int = 2
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        if len(self.requests) == self.stop_at:
+            stop_postgres(self.server.process)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+@pytest.mark.reliability(
+    "Traces",
+    "the Postgres trace database stops mid-eval",
+    "one line saying the trace database became unreachable (not 'free space'); the records "
+    "before it are kept and the run resumes",
+)
+def test_postgres_stopping_mid_eval_says_the_database_became_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if server_binaries() is None:
+        pytest.skip(f"no PostgreSQL server binaries: {INSTALL_HINT}")
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    out = tmp_path / "run"
+    with postgres_server() as server:  # its own server: this test stops it
+        url = server.create_database("stops")
+        model = StopsTheDatabase(replies=[LOCALIZE, REFINE] * 10, server=server, stop_at=2)
+        monkeypatch.setattr("zoom_refine.agent.models.load_chat_model", lambda *a, **k: model)
+        args = ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--trace-db", url]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert "error: the trace database postgresql://" in line, line
+    assert "became unreachable" in line and "free space" not in line, line
+    assert "run the same command again to resume" in line
+    assert len(predictions(out)) == 1  # the sample before the stop is kept

@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,14 @@ import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import tool
-from servers import RunningServer, free_port, log_tail, served_model_name, start_server
+from servers import (
+    FakeOpenAIServer,
+    RunningServer,
+    free_port,
+    log_tail,
+    served_model_name,
+    start_server,
+)
 from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext, build_graph
@@ -277,70 +283,10 @@ def test_a_resume_on_another_set_of_replicas_of_the_same_model_is_allowed(tmp_pa
 PROTOCOL = PROTOCOL_REPLIES["internvl3"]
 
 
-class FakeServer:
-    """A minimal OpenAI-compatible chat server on 127.0.0.1 (a real socket, one thread per
-    request). It answers the Zoom-Refine protocol (the reply chosen by how many assistant turns
-    the request holds), or, as `mode` says: `status` (an HTTP error `status`), `hold` (answers
-    once `release` is set), `drop` (closes the connection without answering: a server killed
-    mid-request)."""
-
-    def __init__(self) -> None:
-        self.mode = "answer"
-        self.status = 500
-        self.release = threading.Event()
-        self.requests: list[dict[str, Any]] = []
-        self.answer_first = 0
-        """With mode `drop`: answer this many requests first, then drop every one."""
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                state.requests.append(body)
-                if state.mode == "drop" and len(state.requests) > state.answer_first:
-                    self.close_connection = True
-                    return
-                if state.mode == "hold":
-                    state.release.wait(10)
-                if state.mode == "status":
-                    self._send(state.status, {"error": {"message": "failing on purpose"}})
-                    return
-                turns = sum(message["role"] == "assistant" for message in body["messages"])
-                self._send(200, completion(PROTOCOL[turns % len(PROTOCOL)]))
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def openings(self) -> set[str]:
-        """The first user turns of the requests this server got, hashed."""
-        return {opening_digest(request) for request in self.requests}
-
-
-def completion(text: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "fake",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-    }
+def protocol_reply(request: dict[str, Any]) -> str:
+    """The Zoom-Refine protocol's reply, chosen by how many assistant turns the request holds."""
+    turns = sum(message["role"] == "assistant" for message in request["messages"])
+    return PROTOCOL[turns % len(PROTOCOL)]
 
 
 def opening_digest(request: dict[str, Any]) -> str:
@@ -348,19 +294,17 @@ def opening_digest(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(first, sort_keys=True).encode()).hexdigest()
 
 
+def openings(server: FakeOpenAIServer) -> set[str]:
+    """The first user turns of the requests `server` got, hashed."""
+    return {opening_digest(request) for request in server.requests}
+
+
 @contextmanager
-def fake_servers(count: int) -> Iterator[list[FakeServer]]:
-    servers = [FakeServer() for _ in range(count)]
-    threads = [threading.Thread(target=s.server.serve_forever, daemon=True) for s in servers]
-    for thread in threads:
-        thread.start()
-    try:
-        yield servers
-    finally:
-        for server in servers:
-            server.release.set()
-            server.server.shutdown()
-            server.server.server_close()
+def fake_servers(count: int) -> Iterator[list[FakeOpenAIServer]]:
+    """`count` fake OpenAI-compatible servers (`servers.FakeOpenAIServer`) answering the
+    protocol; every one stopped on exit."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(FakeOpenAIServer(reply=protocol_reply)) for _ in range(count)]
 
 
 def replicas_model(*urls: str) -> ReplicaChatModel:
@@ -390,15 +334,15 @@ def test_each_conversation_stays_on_one_server_and_new_ones_are_spread() -> None
         replies = [model.invoke(refine(colour)) for colour in COLOURS[:3]]
     # Spread alone would send the refine requests first, second, first: not where they started.
     assert [len(first.requests), len(second.requests)] == [4, 2]
-    assert [len(first.openings()), len(second.openings())] == [2, 1]
-    assert not first.openings() & second.openings()  # each conversation on one server
+    assert [len(openings(first)), len(openings(second))] == [2, 1]
+    assert not openings(first) & openings(second)  # each conversation on one server
     assert {reply.response_metadata["replica"] for reply in replies} == {first.url, second.url}
     assert all(reply.text == PROTOCOL[1] for reply in replies)
 
 
 def test_a_new_conversation_goes_to_the_server_with_fewer_requests_in_flight() -> None:
     with fake_servers(2) as (slow, fast):
-        slow.mode = "hold"  # answers only when released: its request stays in flight
+        slow.mode = "hang"  # answers only when released: its request stays in flight
         model = replicas_model(slow.url, fast.url)
         held = threading.Thread(target=model.invoke, args=(localize("red"),))
         held.start()
@@ -415,7 +359,7 @@ def test_a_request_dropped_mid_flight_is_sent_again_to_another_server_and_its_co
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with fake_servers(2) as (dying, alive):
-        dying.mode = "drop"
+        dying.mode = "close"
         model = replicas_model(dying.url, alive.url)
         with caplog.at_level(logging.WARNING, logger="zoom_refine.agent.replicas"):
             first = model.invoke(localize("red"))  # goes to `dying` first, which drops it
@@ -481,7 +425,7 @@ def test_request_options_usage_and_tools_pass_through_to_the_server() -> None:
 
 def test_the_async_path_fails_over_too() -> None:
     with fake_servers(2) as (dying, alive):
-        dying.mode = "drop"
+        dying.mode = "close"
         model = replicas_model(dying.url, alive.url)
         reply = asyncio.run(model.ainvoke(localize("red")))
     assert reply.response_metadata["replica"] == alive.url and len(dying.requests) == 1
@@ -504,8 +448,8 @@ def test_the_graph_runs_concurrently_over_two_servers_each_run_on_one() -> None:
     images = [fixtures.jpeg_bytes(colour, (64, 48 + index)) for index, colour in enumerate(COLOURS)]
     with fake_servers(2) as (first, second):
         run_graph_batch([first.url, second.url], images * 2)  # each image twice: same opening
-    assert first.openings() and second.openings()
-    assert not first.openings() & second.openings()
+    assert openings(first) and openings(second)
+    assert not openings(first) & openings(second)
     assert len(first.requests) + len(second.requests) == 4 * 2 * len(images)
 
 
@@ -515,14 +459,14 @@ def test_the_graph_runs_over_two_servers_one_failing_mid_run_and_no_run_is_lost(
     images = [fixtures.jpeg_bytes(colour, (64, 48 + index)) for index, colour in enumerate(COLOURS)]
     images *= 2
     with fake_servers(2) as (dying, alive):
-        dying.mode = "drop"
+        dying.mode = "close"
         dying.answer_first = 3  # fewer than a run's four requests: none can finish there
         run_graph_batch([dying.url, alive.url], images)
     assert 3 < len(dying.requests) < 4 * len(images)
     assert len(dying.requests) + len(alive.requests) > 4 * len(images)  # the dropped, re-sent
     answered = [dying.requests[index] for index in range(3)]
     moved = {opening_digest(request) for request in answered}
-    assert moved <= alive.openings()  # every conversation it had finished on the other one
+    assert moved <= openings(alive)  # every conversation it had finished on the other one
 
 
 # --- two real servers, one killed mid-run -----------------------------------------------------
@@ -564,6 +508,7 @@ def predictions(out: Path) -> list[dict[str, Any]]:
 
 
 def wait_until(condition: Any, process: subprocess.Popen[bytes], what: str) -> None:
+    """Poll `condition` until true; fail if the run exits first or `RUN_TIMEOUT_S` passes."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while not condition():
         assert process.poll() is None, f"the run exited ({process.returncode}) before {what}"
@@ -571,10 +516,28 @@ def wait_until(condition: Any, process: subprocess.Popen[bytes], what: str) -> N
         time.sleep(0.02)
 
 
+def unread_requests(base_url: str) -> int:
+    """Connections to the server at `base_url` holding bytes it has not read (a request sent
+    to a paused server): established TCP sockets on its port with a non-empty receive queue,
+    from /proc/net/tcp (Linux)."""
+    port = int(base_url.rsplit(":", 1)[1].split("/", 1)[0])
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01":  # 01: ESTABLISHED
+            waiting += int(queues.split(":")[1], 16) > 0
+    return waiting
+
+
 @pytest.mark.slow
 def test_eval_over_two_servers_loses_nothing_when_one_is_killed_mid_run(
     tmp_path: Path, trained_internvl_path: Path
 ) -> None:
+    """The doomed server answers once, then is paused (SIGSTOP) before the eval starts: the
+    router sends it the first request (a tie goes to the first replica), which it holds, so the
+    run cannot finish before the kill, and the kill comes once that request sits unread in its
+    socket. No race with the run's speed; every wait is bounded (`RUN_TIMEOUT_S`)."""
     count = 16
     data = square_rows_tsv(tmp_path / "data", count)
     out = tmp_path / "run"
@@ -586,29 +549,38 @@ def test_eval_over_two_servers_loses_nothing_when_one_is_killed_mid_run(
         common = ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--model", model]
         args = [*common, "--base-url", doomed.base_url, "--base-url", survivor.base_url]
         args += ["--concurrency", "4"]
+        client = openai.OpenAI(base_url=doomed.base_url, api_key="none", timeout=RUN_TIMEOUT_S)
+        client.chat.completions.create(
+            model=served_model_name(trained_internvl_path),
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=2,
+        )
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while requests_seen(doomed)[1] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # its answer's log line is written
+        doomed.pause()  # from now on it holds every request it gets until it is killed
         log = stack.enter_context(log_path.open("w"))
         process = subprocess.Popen([str(ZOOM_REFINE), *args], stdout=log, stderr=log)
         try:
-            # Kill once a few samples are done and a request is in flight on the doomed server.
-            def in_flight_on_doomed() -> bool:
-                received, answered = requests_seen(doomed)
-                done = (out / "predictions.jsonl").exists() and len(predictions(out)) >= 3
-                return done and received > answered
 
-            wait_until(in_flight_on_doomed, process, "request in flight after 3 samples")
+            def held_on_doomed() -> bool:
+                return unread_requests(doomed.base_url) > 0
+
+            wait_until(held_on_doomed, process, "request held on the paused server")
             before = {"doomed": requests_seen(doomed), "survivor": requests_seen(survivor)}
+            written = (out / "predictions.jsonl").exists()
+            finished_before_kill = len(predictions(out)) if written else 0
             doomed.kill()
-            finished_before_kill = len(predictions(out))
             returncode = process.wait(timeout=RUN_TIMEOUT_S)
             after = requests_seen(survivor)
         finally:
             if process.poll() is None:
                 process.kill()
-                process.wait()
+                process.wait(timeout=RUN_TIMEOUT_S)
     output = log_path.read_text()
     assert returncode == 0, output[-3000:]
     assert "Traceback" not in output
-    assert before["doomed"][1] > 0 and before["survivor"][1] > 0, before  # both served
+    assert before["doomed"][1] > 0, before  # it answered before it went down
     assert finished_before_kill < count  # the kill came mid-run
     assert after[1] > before["survivor"][1]
     assert f"model server {doomed.base_url} is down" in output

@@ -1,18 +1,19 @@
 """`report.html` as a reader sees it: a real `zoom-refine eval` with the protocol-trained tiny
 InternVL3 (real local backend), `zoom-refine report`, then the page opened in headless Chromium
-(Debian's `chromium`, driven by playwright) with the network cut off.
+(Debian's `chromium`, driven by playwright) started with no network at all
+(`browser.offline_page`: a dead proxy, no background requests, a fresh profile).
 
 Checked on screenshots and the live page: the summary table sits in the first viewport; each
 sample's thumbnail shows its zoom box where the trace (predictions.jsonl) puts it, read back as
 pixel colours at the box's edges; the "changed by refinement" checkbox hides the other samples;
-nothing is fetched; no Python repr is on the page.
+nothing is requested but the page itself (Playwright's request events); no Python repr is on
+the page.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import dataset_fixtures as fixtures
 import pytest
+from browser import NO_CHROMIUM, VIEWPORT, OfflinePage, chromium_executable, offline_page
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,35 +33,12 @@ pytestmark = pytest.mark.slow
 
 IMAGE_SIZE = (1200, 800)
 """Fixture images (original pixels): the 360-px thumbnail shows a ~130-px zoom box."""
-VIEWPORT = {"width": 1280, "height": 800}
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-"""Headless on a machine with no network: background networking would otherwise retry forever."""
-NO_CHROMIUM = (
-    "Chromium is not installed: `apt-get install chromium` (Debian's package, at "
-    "/usr/bin/chromium) to run the browser test of report.html"
-)
 REPR_MARKERS = ("['", '["', "{'", "None", "True", "False", "dict_", "<object")
 COLOUR_TOLERANCE = 40
 """Largest per-channel difference from the box colour that still counts as the box (the
 screenshot is lossless; this absorbs colour management only)."""
 INSIDE_PX = 10
 """How far inside (or outside) an edge, in screen pixels, a pixel must no longer be the box."""
-
-
-def chromium_executable() -> str | None:
-    for candidate in ("/usr/bin/chromium", "chromium", "chromium-browser"):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
 
 
 # Skipped before any fixture runs (training the tiny model takes a while).
@@ -100,8 +79,20 @@ class Opened:
     """predictions.jsonl by (id, method): the trace the page must agree with."""
     summary: dict[str, Any]
     shots: Path
-    requests: list[str]
-    errors: list[str]
+    browser: OfflinePage
+    """The offline browser's page and everything it requested (`browser.offline_page`)."""
+    own: str
+    """report.html's own URL."""
+
+    @property
+    def requests(self) -> list[str]:
+        """Requests other than the page itself and `data:` URLs, so far."""
+        return self.browser.fetched_elsewhere(self.own)
+
+    @property
+    def errors(self) -> list[str]:
+        """Uncaught script errors, so far."""
+        return self.browser.errors
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +113,12 @@ def opened(
     summary = json.loads((out / "summary.json").read_text())
     shots = root / "screenshots"
     shots.mkdir()
-    requests: list[str] = []
-    errors: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
-
-        def refuse_network(route: Any) -> None:
-            url = route.request.url
-            if url.startswith(("file:", "data:")):
-                route.continue_()
-            else:
-                requests.append(url)
-                route.abort()
-
-        context.route("**/*", refuse_network)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto((out / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        yield Opened(page, records, summary, shots, requests, errors)
-        browser.close()
+    assert CHROMIUM is not None
+    with offline_page(sync_api, CHROMIUM, VIEWPORT) as shown:
+        own = (out / "report.html").as_uri()
+        shown.page.goto(own)
+        shown.page.wait_for_load_state("load")
+        yield Opened(shown.page, records, summary, shots, shown, own)
 
 
 def save_screenshot(opened: Opened, name: str, **options: Any) -> Image.Image:
@@ -185,7 +161,8 @@ def test_the_summary_table_is_visible_at_the_top(opened: Opened) -> None:
     bars = [(m, name) for m, by_name in groups.items() for name in by_name]
     assert page.locator("svg.chart rect.bar").count() == len(bars)
     # The page is whole: nothing fetched, no script error, no Python repr in what a reader sees.
-    assert opened.requests == [] and opened.errors == []
+    assert opened.own in opened.browser.requests  # the request log sees the page itself…
+    assert opened.requests == [] and opened.errors == []  # …and nothing else
     text = page.inner_text("body")
     assert not [marker for marker in REPR_MARKERS if marker in text], text
 

@@ -502,16 +502,21 @@ def test_run_files_are_replaced_atomically_and_a_torn_config_is_one_line(
     tmp_path: Path, hr_bench: Path
 ) -> None:
     from zoom_refine.evals.store import replace_json
+    from zoom_refine.tools import files
 
     out = finished_run(tmp_path, hr_bench)
     summary = out / "summary.json"
     before = summary.read_bytes()
-    (out / ".summary.json.tmp").mkdir()  # the temporary cannot be written: the write fails
-    with pytest.raises(OSError) as caught:
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(OSError) as caught:
+        patch.setattr(files.os, "fsync", disk_full)  # the temporary is written, never synced
         replace_json(summary, {"cut": "short"})
     assert caught.value.filename == str(summary)  # the error names the file a user knows
     assert summary.read_bytes() == before  # the old file stays whole
-    (out / ".summary.json.tmp").rmdir()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".summary")) == []
     (out / "config.json").write_text('{"benchmark": "hr-bench", "model": "cut off her')
     result = CliRunner().invoke(app, ["report", str(out)])
     assert result.exit_code == 2

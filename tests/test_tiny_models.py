@@ -97,7 +97,7 @@ def test_protocol_replies_parse_to_the_documented_boxes() -> None:
 
 
 @pytest.mark.parametrize("family", tm.FAMILIES)
-def test_protocol_requests_are_what_the_graph_sends(family: tm.Family) -> None:
+def test_protocol_requests_are_what_the_graph_sends(family: tm.TinyFamily) -> None:
     requests = tm.protocol_requests(family, tm.protocol_image_png((1280, 720), "requests"))
     replies = tm.PROTOCOL_REPLIES[family]
 
@@ -206,7 +206,7 @@ def test_local_backend_runs_tiny_qwen(tiny_qwen_path: Path, max_patches: int | N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", tm.FAMILIES)
-def test_trained_checkpoints_are_cached_by_recipe(family: tm.Family) -> None:
+def test_trained_checkpoints_are_cached_by_recipe(family: tm.TinyFamily) -> None:
     path = tm.trained_protocol_model(family)
     key = tm.protocol_cache_key(family)
     assert path == tm.cache_root() / f"{family}-{key[:16]}"
@@ -218,7 +218,7 @@ def test_trained_checkpoints_are_cached_by_recipe(family: tm.Family) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", tm.FAMILIES)
-def test_trained_reply_depends_only_on_its_window(family: tm.Family) -> None:
+def test_trained_reply_depends_only_on_its_window(family: tm.TinyFamily) -> None:
     """Sliding-window attention really applies (transformers warns that Qwen2.5-VL's sdpa path
     does not implement it; the mask does): the logits of the last reply are the same in the
     whole 4-turn conversation, images included, and in its text window alone."""
@@ -252,7 +252,7 @@ def fresh_copy(path: Path, tmp_path: Path) -> Path:
 
 
 def run_graph(
-    family: tm.Family, model_path: Path, image: Path, *, zoom_again: bool
+    family: tm.TinyFamily, model_path: Path, image: Path, *, zoom_again: bool
 ) -> dict[str, Any]:
     context = tm.protocol_context(family, f"hf:{model_path}", zoom_again=zoom_again)
     result: dict[str, Any] = build_graph().invoke(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pathlib
 import platform
+import subprocess
 import sys
 
 import pytest
@@ -26,46 +27,55 @@ def leftovers(root: pathlib.Path) -> list[str]:
     return sorted(path.name for path in root.iterdir() if not path.name.endswith(".lock"))
 
 
+OFFLINE_PIP = ("--no-index", "pip")
+"""A recipe the real `_build` completes offline in seconds: pip is already in a new venv."""
+STANDIN_CHECK = (
+    "import sys; assert 'torchvision._meta_registrations' in sys.modules, 'no stand-in'; "
+    "print('stand-ins loaded')"
+)
+"""The smoke test for that recipe: the `.pth` file really started the stand-in module."""
+
+
+@pytest.mark.slow
 def test_a_failed_build_leaves_nothing_in_the_cache(
     cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def half_build(venv: pathlib.Path, log: pathlib.Path | None) -> None:
-        (venv / "bin").mkdir(parents=True)
-        (venv / "bin" / "python").write_text("half")
-        raise ve.VllmEnvError("pip install failed (exit 1)")
-
-    monkeypatch.setattr(ve, "_build", half_build)
-    with pytest.raises(ve.VllmEnvError, match="pip install failed"):
+    """The real build: a venv is made, then pip fails (a package that no index has): the scratch
+    venv is removed and nothing is left under the final name."""
+    monkeypatch.setattr(ve, "VLLM_REQUIREMENTS", ("--no-index", "zoom-refine-no-such-package"))
+    with pytest.raises(ve.VllmEnvError, match=r"pip install .* failed") as caught:
         ve.ensure_vllm_env()
+    assert not isinstance(caught.value, ve.VllmUnavailableError)  # a broken recipe, not offline
+    assert "zoom-refine-no-such-package" in str(caught.value)
     assert leftovers(cache) == []
     assert not ve.env_path().exists()
 
 
+@pytest.mark.slow
 def test_a_built_venv_is_found_by_its_recipe_key(
     cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    builds: list[pathlib.Path] = []
-
-    def build(venv: pathlib.Path, log: pathlib.Path | None) -> None:
-        builds.append(venv)
-        (venv / "bin").mkdir(parents=True)
-
-    monkeypatch.setattr(ve, "_build", build)
+    """The real build with an offline recipe: built in a scratch folder, renamed into place with
+    its manifest, found again by key; the stand-in module starts in it; another recipe builds
+    another venv."""
+    monkeypatch.setattr(ve, "VLLM_REQUIREMENTS", OFFLINE_PIP)
+    monkeypatch.setattr(ve, "SMOKE_TEST", STANDIN_CHECK)
     first = ve.ensure_vllm_env()
     second = ve.ensure_vllm_env()
-    assert len(builds) == 1 and builds[0] != first.path  # built elsewhere, renamed into place
     assert not first.cached and second.cached and second.path == first.path
     assert first.path == cache / f"vllm-env-{ve.recipe_key()[:16]}"
     manifest = json.loads((first.path / ve.MANIFEST_FILE).read_text())
     assert manifest["key"] == ve.recipe_key()
-    assert manifest["requirements"] == list(ve.VLLM_REQUIREMENTS)
-    assert second.build_seconds == manifest["build_seconds"] >= 0
+    assert manifest["requirements"] == list(OFFLINE_PIP)
+    assert second.build_seconds == manifest["build_seconds"] > 0
     assert leftovers(cache) == [first.path.name]  # no scratch folder left
+    ran = subprocess.run([str(first.python), "-c", STANDIN_CHECK], capture_output=True, text=True)
+    assert ran.returncode == 0 and "stand-ins loaded" in ran.stdout
 
     # Another recipe (here: another torchvision stand-in) is another venv, built anew.
     monkeypatch.setattr(ve, "TORCHVISION_STANDIN", ve.TORCHVISION_STANDIN + "# changed\n")
     third = ve.ensure_vllm_env()
-    assert not third.cached and third.path != first.path and len(builds) == 2
+    assert not third.cached and third.path != first.path
 
 
 def test_recipe_key_covers_the_requirements(monkeypatch: pytest.MonkeyPatch) -> None:

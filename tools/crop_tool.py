@@ -1,17 +1,18 @@
 """The crop as a LangChain tool: zoom into a region of a registered image at full resolution.
 
 The tool reads only images registered for the current run: the graph state's `image` (the user's
-input) and its `views` (the ids shown so far). A model names an *id*, never a path, so nothing a
-model writes can make the tool open a file.
+input; another key with `make_crop_tool(image_key=...)`) and its `views` (the ids shown so far).
+A model names an *id*, never a path, so nothing a model writes can make the tool open a file.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.tools import ToolException, tool
+from langchain_core.tools import BaseTool, ToolException, tool
 from langgraph.prebuilt import ToolRuntime
 from PIL import Image
 from typing_extensions import TypedDict
@@ -27,7 +28,8 @@ CROP_TOOL_NAME = "crop"
 
 UNKNOWN_IMAGE_ID = "unknown image_id {image_id!r}; registered ids: {known}"
 BAD_BOX = "box must be four finite numbers [x1, y1, x2, y2], got {box!r}"
-NO_IMAGE = "no image registered for this run (the state has no 'image')"
+NO_IMAGE = "no image registered for this run (the state has no {key!r})"
+BAD_IMAGE = "the state's {key!r} holds a value of type {kind}, not an image path or bytes"
 TAKEN_VIEW_ID = "view_id {view_id!r} is already registered; leave it out to get the next free id"
 
 CropFrame = BoxFrame | Literal["original"]
@@ -59,8 +61,8 @@ def make_crop(
     """Cut the region `box` (in `box_format` of view `image_id`) from the full-resolution image.
 
     The new view gets `view_id`, by default the next free id (`tools.views.next_view_ids`), and
-    hop (source hop + 1). Several crops made from the same `views` in one step (one tool call per region)
-    must each pass their own `view_id`, or they would all get the same default.
+    hop (source hop + 1). Several crops made from the same `views` in one step (one tool call per
+    region) must each pass their own `view_id`, or they would all get the same default.
     Raises ToolException (a model mistake, reported back, not a crash) for an unknown id, a
     `view_id` already registered, or a box that is not four finite numbers.
     """
@@ -141,33 +143,55 @@ def _settings_from(context: object) -> ImageSettings:
     return context if isinstance(context, ImageSettings) else ImageSettings()
 
 
-@tool(CROP_TOOL_NAME, response_format="content_and_artifact")
-def crop_tool(
-    image_id: str,
-    box: list[float],
-    runtime: ToolRuntime[Any, Any],
-    box_format: CropFrame = "norm1",
-    view_id: str | None = None,
-) -> tuple[list[dict[str, Any]], CropArtifact]:
-    """Zoom in: cut a region of an image at full resolution and look at it closely.
+def make_crop_tool(image_key: str = "image") -> BaseTool:
+    """The crop tool reading the run's image from the state key `image_key` (a path or encoded
+    bytes), for agents whose state names it otherwise (`make_crop_tool("photo_path")`).
 
-    Args:
-        image_id: which image the box is drawn on: "img0" is the whole image, "img1" the first
-            crop, and so on.
-        box: [x1, y1, x2, y2] of the region within that image (left, top, right, bottom).
-        box_format: the units of `box`: "norm1" (fractions 0–1 of the image's width and height),
-            "norm1000" (0–1000), "pixel" (pixels of that image as it was shown), or
-            "original" (pixels of the original full-resolution image, whatever `image_id`).
-        view_id: id for the new image (optional; by default the next free one, "img1", …).
-            Give distinct ids when asking for several crops at once.
-    """
+    The tool is named `crop` whatever the key; nested crops find their source view in the
+    state's `views`, when the state keeps them."""
+
+    @tool(CROP_TOOL_NAME, response_format="content_and_artifact")
+    def crop(
+        image_id: str,
+        box: list[float],
+        runtime: ToolRuntime[Any, Any],
+        box_format: CropFrame = "norm1",
+        view_id: str | None = None,
+    ) -> tuple[list[dict[str, Any]], CropArtifact]:
+        """Zoom in: cut a region of an image at full resolution and look at it closely.
+
+        Args:
+            image_id: which image the box is drawn on: "img0" is the whole image, "img1" the
+                first crop, and so on.
+            box: [x1, y1, x2, y2] of the region within that image (left, top, right, bottom).
+            box_format: the units of `box`: "norm1" (fractions 0–1 of the image's width and
+                height), "norm1000" (0–1000), "pixel" (pixels of that image as it was shown), or
+                "original" (pixels of the original full-resolution image, whatever `image_id`).
+            view_id: id for the new image (optional; by default the next free one, "img1", …).
+                Give distinct ids when asking for several crops at once.
+        """
+        return run_crop(runtime, image_key, image_id, box, box_format, view_id)
+
+    crop.handle_tool_error = True
+    return crop
+
+
+def run_crop(
+    runtime: ToolRuntime[Any, Any],
+    image_key: str,
+    image_id: str,
+    box: Sequence[float],
+    box_format: CropFrame,
+    view_id: str | None,
+) -> tuple[list[dict[str, Any]], CropArtifact]:
+    """The crop tool's work: the image from state key `image_key`, settings from the run's
+    context when it is an ImageSettings (a ZoomContext is one), else the defaults."""
     state = runtime.state
-    source: ImageSource | None = state.get("image") if isinstance(state, Mapping) else None
-    if source is None:
-        raise ToolException(NO_IMAGE)
+    source = registered_image(state, image_key)
     settings = _settings_from(runtime.context)
-    views = state.get("views") or []
-    original = load_image(source, max_pixels=settings.max_pixels).image
+    views = state.get("views") if isinstance(state, Mapping) else None
+    official = settings.first_image == "official"  # decoded as the official code decodes
+    original = load_image(source, max_pixels=settings.max_pixels, official=official).image
     if not views:  # used outside our graph: the whole image is the only registered view
         views = [full_view(original.size, settings).to_record()]
     crop = make_crop(original, views, image_id, box, box_format, settings, view_id)
@@ -176,4 +200,16 @@ def crop_tool(
     return crop_message_content(crop, settings), crop_artifact(crop)
 
 
-crop_tool.handle_tool_error = True
+def registered_image(state: object, image_key: str) -> ImageSource:
+    """The image the state registers under `image_key`; a ToolException (reported to the
+    model, not a crash) when it is absent or not a path / bytes."""
+    source = state.get(image_key) if isinstance(state, Mapping) else getattr(state, image_key, None)
+    if source is None:
+        raise ToolException(NO_IMAGE.format(key=image_key))
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        raise ToolException(BAD_IMAGE.format(key=image_key, kind=type(source).__name__))
+    return source
+
+
+crop_tool = make_crop_tool("image")
+"""The crop tool on the state key `image` (the key our graphs use)."""

@@ -1,7 +1,13 @@
 """Safe image loading: any file or bytes a user hands us becomes one RGB image with a content hash.
 
-EXIF orientation is applied (boxes land on the image the user sees), every mode is converted to RGB,
-animated images give their first frame, and a pixel limit is enforced *before* decoding.
+EXIF orientation is applied (boxes land on the image the user sees), every mode is converted to RGB
+(transparency composited on white, 16-bit values rescaled), animated images give their first frame,
+and a pixel limit is enforced *before* decoding. A truncated file is refused.
+
+`official=True` decodes as the official Zoom-Refine code does instead (the `official` preset,
+`tools.official_image`): truncated files are read as far as they go (Pillow's
+`LOAD_TRUNCATED_IMAGES`), EXIF orientation is ignored and the mode is changed with Pillow's plain
+`convert("RGB")` (alpha dropped, 16-bit values clipped). The pixel limit still applies.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zoom_refine.tools.errors import ImageLoadError, ImageTooLargeError
 from zoom_refine.tools.lru import LruMap
+from zoom_refine.tools.official_image import official_rgb, truncated_images_allowed
 
 ImageSource = str | os.PathLike[str] | bytes
 """A path to an image file, or the encoded bytes of one."""
@@ -98,32 +105,39 @@ def _check_is_file(source: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read, check and decode an image into RGB, oriented as a viewer would show it.
+def load_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, official: bool = False
+) -> LoadedImage:
+    """Read, check and decode an image into RGB, oriented as a viewer would show it (or, with
+    `official`, as the official code decodes it: module docstring).
 
     Decodes are cached (`_decoded`): a file while it is unchanged (same size and modification
     time), bytes by their content, so the graph's first view and every crop share one decode."""
     if isinstance(source, bytes):
-        return decode_image_bytes(source, name=describe_source(source), max_pixels=max_pixels)
+        return decode_image_bytes(
+            source, name=describe_source(source), max_pixels=max_pixels, official=official
+        )
     path = _check_is_file(source)
     stat = path.stat()
-    key = ("file", str(path), stat.st_mtime_ns, stat.st_size, max_pixels)
+    key = ("file", str(path), stat.st_mtime_ns, stat.st_size, max_pixels, official)
     loaded = _decoded.get(key)
     if loaded is None:
         data = read_source_bytes(str(path))
         digest = _sha256_of(data, str(path))
-        image = _open_checked(data, str(path), max_pixels)
+        image = _open_checked(data, str(path), max_pixels, official)
         loaded = LoadedImage(image=image, sha256=digest, name=str(path))
         _decoded.put(key, loaded)
     return loaded
 
 
-def decode_image_bytes(data: bytes, *, name: str, max_pixels: int) -> LoadedImage:
+def decode_image_bytes(
+    data: bytes, *, name: str, max_pixels: int, official: bool = False
+) -> LoadedImage:
     """Decode encoded bytes (see load_image); cached by content so a sample decodes once."""
     digest = _sha256_of(data, name)
-    key = ("bytes", digest, max_pixels)
+    key = ("bytes", digest, max_pixels, official)
     cached = _decoded.get(key)
-    image = cached.image if cached is not None else _open_checked(data, name, max_pixels)
+    image = cached.image if cached is not None else _open_checked(data, name, max_pixels, official)
     if cached is None:
         _decoded.put(key, LoadedImage(image=image, sha256=digest, name=name))
     return LoadedImage(image=image, sha256=digest, name=name)
@@ -136,15 +150,16 @@ def _sha256_of(data: bytes, name: str) -> str:
 
 
 _decoded: LruMap[tuple[Any, ...], LoadedImage] = LruMap(CACHED_IMAGES)
-"""The decode cache. Key: `("file", path, mtime_ns, size, max_pixels)` or `("bytes", sha256,
-max_pixels)` (the encoded bytes are not kept). Value: the decoded RGB image, shared by every
+"""The decode cache. Key: `("file", path, mtime_ns, size, max_pixels, official)` or `("bytes",
+sha256, max_pixels, official)` (the encoded bytes are not kept). Value: the decoded RGB image, shared by every
 caller (crop and resize it, never draw on it). Bound: `CACHED_IMAGES` images. Owner: this module
 (process-wide). Failed decodes are not cached."""
 
 
-def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def _open_checked(data: bytes, name: str, max_pixels: int, official: bool = False) -> Image.Image:
+    truncated = truncated_images_allowed() if official else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), truncated:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with _pillow_bomb_check_within(max_pixels):
                 image = Image.open(io.BytesIO(data))
@@ -157,6 +172,8 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason="unknown format")) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(NOT_AN_IMAGE.format(name=name, reason=str(error))) from error
+    if official:
+        return official_rgb(image)
     ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
     return to_rgb(image)
 

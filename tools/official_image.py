@@ -9,6 +9,11 @@ Written after reading xavier-yu114/Zoom-Refine (commit fc6c1ad), `zoomrefine/Zoo
   is shrunk to fit 4096 × 4096 (Pillow `thumbnail`, Lanczos, aspect kept) and re-saved as JPEG
   at quality 85, lowered by 5 (down to 10) while it is still over 7 MiB. No EXIF rotation is
   applied, as there.
+- **Decoding** (`official_rgb`, `truncated_images_allowed`; Base lines 15, 177 and 288–289): Pillow's
+  `LOAD_TRUNCATED_IMAGES` is on (a truncated file decodes as far as its data goes, the rest
+  grey), EXIF orientation is ignored and any other mode becomes RGB by Pillow's own
+  `convert("RGB")`: alpha is dropped (not composited), 16-bit grey is clipped, a palette's
+  transparent colour is ignored. `tools.images.load_image(official=True)` decodes this way.
 - **Crop box** (`official_crop_box`, `expand_bbox` lines 221–255 and `crop_image_from_bbox`
   lines 284–311): the 0–1 box padded by a fraction of the whole side on each side in 0–1
   coordinates, clamped, then floored / ceiled to whole pixels.
@@ -21,12 +26,14 @@ Written after reading xavier-yu114/Zoom-Refine (commit fc6c1ad), `zoomrefine/Zoo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.errors import ImageLoadError
@@ -61,6 +68,40 @@ CANNOT_RESAVE = (
 )
 
 
+_TRUNCATED_LOCK = threading.Lock()
+_truncated_users = 0
+
+
+@contextlib.contextmanager
+def truncated_images_allowed() -> Iterator[None]:
+    """Decode truncated files as the official code does (it sets Pillow's process-wide
+    `ImageFile.LOAD_TRUNCATED_IMAGES` at import). Here it is on only while an official decode
+    runs, counted so that overlapping official decodes on threads keep it on until the last
+    ends; a default-path decode that overlaps one of them accepts a truncated file too."""
+    global _truncated_users
+    with _TRUNCATED_LOCK:
+        if _truncated_users == 0:
+            _truncated_users_saved[0] = ImageFile.LOAD_TRUNCATED_IMAGES
+        _truncated_users += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        with _TRUNCATED_LOCK:
+            _truncated_users -= 1
+            if _truncated_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _truncated_users_saved[0]
+
+
+_truncated_users_saved = [False]
+
+
+def official_rgb(image: Image.Image) -> Image.Image:
+    """The official conversion: Pillow's `convert("RGB")` for any mode but RGB (module
+    docstring); no EXIF rotation, no compositing."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 @dataclass(frozen=True)
 class PreparedImage:
     """An image as the official first call sends it: encoded bytes and what they hold."""
@@ -87,7 +128,12 @@ def official_first_image(data: bytes, *, name: str = "image") -> PreparedImage:
     """The first call's image from a file's bytes, as the official code prepares it (module
     docstring). `name` is for messages only. Raises ImageLoadError for bytes that are not an
     image, or for an image the official code would fail to re-save as JPEG (modes such as LA,
-    I;16)."""
+    I;16). A truncated file is read as far as it goes, as there."""
+    with truncated_images_allowed():
+        return _official_first_image(data, name)
+
+
+def _official_first_image(data: bytes, name: str) -> PreparedImage:
     try:
         source = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError) as error:
@@ -96,7 +142,10 @@ def official_first_image(data: bytes, *, name: str = "image") -> PreparedImage:
         if not needs_official_shrink(len(data), source.size):
             mime = Image.MIME.get(source.format or "", "application/octet-stream")
             return PreparedImage(data=data, mime_type=mime, size=source.size, quality=None)
-        image = source.copy()  # decodes fully: no JPEG draft shortcut, as in the official code
+        try:
+            image = source.copy()  # decodes fully: no JPEG draft shortcut, as officially
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageLoadError(f"not a readable image: {name} ({error})") from error
     if image.width > OFFICIAL_MAX_SIDE or image.height > OFFICIAL_MAX_SIDE:
         image.thumbnail((OFFICIAL_MAX_SIDE, OFFICIAL_MAX_SIDE), Image.Resampling.LANCZOS)
     if image.mode in ("RGBA", "P"):

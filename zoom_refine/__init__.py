@@ -13,8 +13,12 @@ from zoom_refine.agent.models import load_chat_model
 from zoom_refine.agent.state import InputState, Options, OutputState
 from zoom_refine.graphs.agent import build_agent_graph
 from zoom_refine.graphs.baseline import build_baseline_graph
+from zoom_refine.graphs.compose_node import zoom_refine_node
+from zoom_refine.graphs.compose_tool import zoom_refine_tool
+from zoom_refine.graphs.registry import GRAPHS, graph_named
+from zoom_refine.graphs.stepping import PendingBox, areplace_box, pending_boxes, replace_box
 from zoom_refine.graphs.zoom_refine import build_builder, build_graph
-from zoom_refine.tools.crop_tool import crop_tool
+from zoom_refine.tools.crop_tool import crop_tool, make_crop_tool
 from zoom_refine.tools.errors import ImageLoadError, InvalidInputError, ZoomRefineError
 from zoom_refine.tools.overlay import save_trace, show_trace
 
@@ -22,21 +26,30 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "GRAPHS",
     "ImageLoadError",
     "InputState",
     "InvalidInputError",
     "OutputState",
+    "PendingBox",
     "ZoomContext",
     "ZoomRefineError",
+    "areplace_box",
     "ask",
     "build_agent_graph",
     "build_baseline_graph",
     "build_builder",
     "build_graph",
     "crop_tool",
+    "graph_named",
     "load_chat_model",
+    "make_crop_tool",
+    "pending_boxes",
+    "replace_box",
     "save_trace",
     "show_trace",
+    "zoom_refine_node",
+    "zoom_refine_tool",
 ]
 
 

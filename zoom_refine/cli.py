@@ -102,16 +102,17 @@ SERVER_UNREACHABLE = (
 )
 MODEL_UNAVAILABLE = "cannot load model {spec!r}: {reason}"
 DISK_FULL = "cannot write {where}: {reason}; make room (or lift the limit) and run it again"
+TRACE_DB_UNREACHABLE = "the trace database {url} became unreachable ({reason})"
+TRACE_DB_FAILED = "the trace database {url} failed ({reason})"
+EVAL_RESUMABLE = (
+    "; the run stopped, and the predictions written so far are intact: when the database is "
+    "back, run the same command again to resume"
+)
 BAD_TIMEOUT = "--request-timeout must be a positive number of seconds, got {value}"
 Preset = Literal["default", "official"]
 """`--preset`: our settings, or `ZoomContext.official` (docs/fidelity.md)."""
 AskMethod = Literal["zoom-refine", "baseline", "agent"]
 """`ask --method`: which graph answers (`agent`: the model calls the zoom tool itself)."""
-ASK_GRAPHS: dict[str, str] = {
-    "zoom-refine": "zoom_refine",
-    "baseline": "baseline",
-    "agent": "agent",
-}
 METHOD_HELP = (
     "Which method(s) to run, a comma list: baseline, zoom-refine, agent (model-driven zoom); "
     "both = baseline,zoom-refine."
@@ -184,6 +185,15 @@ class ModelOptions:
             rich_help_panel=MODEL_PANEL,
         ),
     ] = CONTEXT_DEFAULTS["confidence_threshold"]
+    always_zoom: Annotated[
+        bool,
+        typer.Option(
+            "--always-zoom",
+            help="Zoom again after every refine until --max-hops, whatever the confidence: "
+            "every hop recorded, the run `zoom-refine replay` reads.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = CONTEXT_DEFAULTS["always_zoom"]
     prompt_style: Annotated[
         PromptStyle,
         typer.Option(
@@ -385,11 +395,14 @@ def ask(
     settings: ModelOptions,
 ) -> None:
     """Answer QUESTION about IMAGE: localize, crop at full resolution, refine."""
+    from zoom_refine.graphs.registry import METHOD_GRAPHS
+
     try:
+        _check_trace_db(trace_db)  # first: its password is hidden from every message after
         context = settings.context()
         load_image(image, max_pixels=context.max_pixels)  # fail fast, before loading a model
-        _check_trace_db(trace_db)
         _check_model(context)
+        _check_trace_writable(trace_db)
         live = err if as_json else out
         result = _run(
             image,
@@ -398,7 +411,7 @@ def ask(
             context,
             trace_db=trace_db,
             on_event=(lambda mode, data: _print_event(live, mode, data)) if stream else None,
-            graph=ASK_GRAPHS[method],
+            graph=METHOD_GRAPHS[method],
         ).result
         if save_trace is not None:
             _save_pictures(result, image, save_trace)
@@ -491,7 +504,7 @@ def _status(message: str) -> Any:
 
 def _print_lines(lines: list[str]) -> None:
     for line in lines:
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(_printable(line), markup=False, highlight=False, soft_wrap=True)
 
 
 def _run(
@@ -531,7 +544,7 @@ def _run(
     except ZoomRefineError:
         raise
     except Exception as error:  # translate the few library failures a user can fix
-        message = _user_message(error, context)
+        message = _trace_db_message(error, trace_db) or _user_message(error, context)
         if message is None:
             raise
         raise ZoomRefineError(message) from error
@@ -578,13 +591,31 @@ def _update_line(node: str, update: dict[str, Any]) -> str:
     return f"update   {node:<8}  {', '.join(sorted(update))}"
 
 
+PICTURES_FAILED = "cannot write the pictures to {folder}: {reason}"
+
+
 def _save_pictures(result: dict[str, Any], image: Any, folder: Path) -> None:
+    """overview.png, hop-N.png and trace.json into `folder`, each written over whole or not at
+    all: drawn into a hidden folder inside it, then renamed over the old files (a drawing or
+    write that fails leaves the pictures of an earlier run as they were)."""
+    import shutil
+    import tempfile
+
     from zoom_refine.tools.overlay import save_trace
 
-    paths = save_trace(result, image, folder)
-    err.print(
-        f"wrote {len(paths)} files to {folder}", markup=False, highlight=False, soft_wrap=True
-    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".pictures-", dir=folder))
+        try:
+            made = save_trace(result, image, staging)
+            for path in made:
+                os.replace(path, folder / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ZoomRefineError(PICTURES_FAILED.format(folder=folder, reason=reason)) from error
+    err.print(f"wrote {len(made)} files to {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _user_message(error: Exception, context: ZoomContext) -> str | None:
@@ -615,9 +646,42 @@ def _positive_timeout(seconds: float) -> float:
     return seconds
 
 
+def _trace_db_message(error: BaseException, trace_db: str | Path | None) -> str | None:
+    """One line for a Postgres trace database failing mid-run (stopped, restarted, refusing):
+    it became unreachable, or failed; None for any other error. Its password is hidden."""
+    if not isinstance(trace_db, str):
+        return None
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    if not isinstance(error, psycopg.Error):
+        return None
+    from zoom_refine.graphs.trace_postgres import error_reason
+    from zoom_refine.graphs.trace_urls import display_url
+
+    lost = isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
+    template = TRACE_DB_UNREACHABLE if lost else TRACE_DB_FAILED
+    return template.format(url=display_url(trace_db), reason=error_reason(error, trace_db))
+
+
+_secret_sources: set[str] = set()
+"""Connection strings given on this command line (`--trace-db`, `trace DB`): no message printed
+through `_fail` holds a password of theirs, whatever formed it."""
+
+
 def _fail(message: str) -> None:
+    from zoom_refine.graphs.trace_urls import redact
+
+    message = _printable(redact(message, *_secret_sources))
     err.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _printable(text: str) -> str:
+    """`text` as a terminal can take it: a lone surrogate (a file name's non-UTF-8 byte, an odd
+    value) shown escaped (`\\udcff`) instead of failing the write with UnicodeEncodeError."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def _print_summary(result: dict[str, Any], options: list[str] | None = None) -> None:
@@ -693,15 +757,18 @@ def eval_command(
         Extractor,
         typer.Option(
             help="Answer extraction for scoring: strict (ours), official (the benchmark's "
-            "rule) or official-baseline (the Zoom-Refine repo's eval_acc.py: first A-E letter)."
+            "rule), official-baseline (the Zoom-Refine repo's eval_acc.py: first A-E letter; a "
+            "failure reads as its 'Error: …' text) or official-zoomrefine (each method by its "
+            "own official script: zoomrefine_acc.py for Zoom-Refine records)."
         ),
     ] = "strict",
     skip_unanswered: Annotated[
         bool,
         typer.Option(
             "--skip-unanswered",
-            help="Leave records without a first answer (and errors) out of the accuracy, as "
-            "the official scripts do. Default: they count as wrong.",
+            help="Leave records without a first answer out of the accuracy, as the official "
+            "scripts do (with strict/official also errors; the official extractors count "
+            "failures as the scripts do). Default: they count as wrong.",
         ),
     ] = False,
     trace_db: Annotated[
@@ -719,6 +786,16 @@ def eval_command(
             "result-changing settings (refused otherwise); config.json keeps the earlier ones.",
         ),
     ] = False,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=V1,V2[,…] (repeatable; a result-changing setting, model or prompts): run "
+            "every combination into its own folder under --out, listed in experiment.json "
+            "(docs/experiments.md).",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a --grid of more than 64 cells.")] = False,
     *,
     settings: ModelOptions,
 ) -> None:
@@ -756,6 +833,10 @@ def eval_command(
             raise ZoomRefineError(f"dataset not found: {data} (check --data)")
         _check_dataset(plan)
         _check_model(context)
+        _check_trace_writable(plan.trace_db)
+        if grid:
+            _print_lines(_run_grid(grid, yes, plan, context))
+            return
         with storage_errors(plan.out), hold_run_lock(plan.out):  # refused before the progress bar
             check_resume(plan, context)  # other settings than the folder's: refused here too
             summary = _run_with_progress(plan, context, run_eval)
@@ -766,12 +847,44 @@ def eval_command(
     out_console.print(f"predictions: {plan.out / 'predictions.jsonl'}", markup=False)
 
 
+def _run_grid(grid: list[str], yes: bool, plan: Any, context: ZoomContext) -> list[str]:
+    """`eval --grid`: every cell a run of its own, locked and resumed as one `eval` is."""
+    from zoom_refine.cli_experiments import run_grid_from_cli
+    from zoom_refine.evals.run_lock import hold_run_lock
+    from zoom_refine.evals.runner import run_eval
+    from zoom_refine.evals.store import storage_errors
+
+    def run_cell(cell_plan: Any, cell_context: ZoomContext) -> dict[str, Any]:
+        with storage_errors(cell_plan.out), hold_run_lock(cell_plan.out):
+            return _run_with_progress(cell_plan, cell_context, run_eval)
+
+    with storage_errors(plan.out):
+        return run_grid_from_cli(grid, yes, plan, context, run_cell)
+
+
 def _check_trace_db(value: str | None) -> str | Path | None:
     """`--trace-db` as a SQLite path or a Postgres URL; any other URL is refused here, in one
-    line, before a model loads (`graphs.trace_urls.trace_target`)."""
+    line, before a model loads (`graphs.trace_urls.trace_target`). Its password, if any, is
+    hidden from every error message from now on (`_fail`)."""
     from zoom_refine.graphs.trace_urls import trace_target
 
-    return trace_target(value) if value is not None else None
+    if value is None:
+        return None
+    _secret_sources.add(value)
+    return trace_target(value)
+
+
+def _check_trace_writable(target: str | Path | None) -> None:
+    """Open a Postgres trace database for writing once and close it, before a model loads, the
+    run folder is locked or config.json written: an unreachable database, or one that refuses
+    the user its tables, stops the run here with one line and nothing written. (A SQLite file is
+    made by the run itself, in a folder it creates.)"""
+    if not isinstance(target, str):
+        return
+    from zoom_refine.graphs.traces import open_saver
+
+    with open_saver(target, create=True):
+        pass
 
 
 def _check_dataset(plan: Any) -> None:
@@ -790,6 +903,15 @@ def _read_ids(path: Path) -> frozenset[str]:
     if not path.is_file():
         raise ZoomRefineError(f"ids file not found: {path}")
     return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def _warn_once(console: Console) -> Callable[[str], None]:
+    """The eval's warnings (e.g. a model that never calls a tool), printed above the bar."""
+
+    def warn(message: str) -> None:
+        console.print(f"warning: {message}", markup=False)
+
+    return warn
 
 
 def _run_with_progress(plan: Any, context: ZoomContext, run_eval: Any) -> dict[str, Any]:
@@ -827,8 +949,12 @@ def _run_with_progress(plan: Any, context: ZoomContext, run_eval: Any) -> dict[s
             )
 
         try:
-            return dict(run_eval(plan, context, on_record=on_record))
+            warn = _warn_once(bar.console)
+            return dict(run_eval(plan, context, on_record=on_record, on_warning=warn))
         except Exception as error:
+            lost = _trace_db_message(error.__cause__ or error, plan.trace_db)
+            if lost is not None:  # not "free space": the database went away
+                raise ZoomRefineError(lost + EVAL_RESUMABLE) from error
             message = _user_message(error, context)
             if message is None:
                 raise
@@ -847,10 +973,26 @@ def report_command(
             show_default=False,
         ),
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="An experiment folder's cell that McNemar's paired test compares every other "
+            "cell against (default: the first).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Accuracy per method and category; writes report.md and report.html (one offline page)."""
+    """Accuracy per method and category; writes report.md and report.html (one offline page).
+    On an experiment folder (`eval --grid`): one page for every cell, results.csv/.parquet."""
+    from zoom_refine.cli_experiments import is_experiment_folder, report_experiment_from_cli
     from zoom_refine.evals.report import write_report
 
+    if len(folders) == 1 and is_experiment_folder(folders[0]):
+        try:
+            _print_lines(report_experiment_from_cli(folders[0], reference))
+        except ZoomRefineError as error:
+            _fail(str(error))
+        return
     try:
         table, markdown, page = write_report(folders, skip_unanswered=skip_unanswered)
     except ZoomRefineError as error:
@@ -883,11 +1025,11 @@ def trace_command(
 ) -> None:
     """List the runs in DB, or show run THREAD step by step (oldest first)."""
     from zoom_refine.graphs.trace_urls import describe_target
-    from zoom_refine.graphs.traces import list_runs, read_trace, sample_runs
+    from zoom_refine.graphs.traces import check_trace_image, list_runs, read_trace, sample_runs
 
     console = Console(highlight=False)
     try:
-        _check_trace_db(db)
+        _check_trace_db(db)  # first: its password is hidden from every message after
         if thread is None:
             if save is not None:
                 raise ZoomRefineError(
@@ -917,17 +1059,15 @@ def trace_command(
             f"answer {state.get('answer')}  stopped: {state.get('stop_reason')}", markup=False
         )
         if save is not None:
-            if "image" not in state:
-                raise ZoomRefineError(f"run {thread} has no image in its state")
-            image = state["image"]
-            if isinstance(image, str) and not Path(image).is_file():
-                raise ZoomRefineError(
-                    f"cannot --save: the run's input image {image} is gone (the pictures are "
-                    "drawn from it); the trace holds the steps shown above"
-                )
-            _save_pictures(state, image, save)
+            check_trace_image(state, trace.thread_id)
+            _save_pictures(state, state["image"], save)
     except ZoomRefineError as error:
         _fail(str(error))
+    except Exception as error:  # a Postgres trace database lost while reading
+        message = _trace_db_message(error, db)
+        if message is None:
+            raise
+        _fail(message)
 
 
 def _trace_step_text(step: TraceStep) -> str:
@@ -992,3 +1132,14 @@ def prompts_from_official(
         shown = ", ".join(f"{{{p}}}" for p in used[name]) or "no placeholders"
         lines.append(f"  {name} ← prompts[{key!r}] ({shown})")
     _print_lines(lines)
+
+
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (one concern each) join the app here."""
+    from zoom_refine import cli_experiments, cli_mcp, cli_official
+
+    for module in (cli_official, cli_mcp, cli_experiments):
+        module.register(app)
+
+
+_register_command_modules()

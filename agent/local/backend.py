@@ -21,6 +21,7 @@ from zoom_refine.agent.local.batching import MicroBatcher
 from zoom_refine.agent.local.image_cache import CachingImageProcessor
 from zoom_refine.agent.local.prefix_cache import PrefixCache
 from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.lru import LruMap
 
 if TYPE_CHECKING:
     import torch
@@ -81,8 +82,9 @@ class LocalBackend:
 
 
 _BackendKey = tuple[str, str, str, str]
-_BACKENDS: dict[_BackendKey, LocalBackend] = {}
-_BACKENDS_LOCK = threading.Lock()
+_BACKENDS: LruMap[_BackendKey, LocalBackend] = LruMap(capacity=8)
+"""Loaded processors and weights, by checkpoint, dtype, device and attention: loaded once per
+process (the least recently used of more than 8 is dropped, freeing its memory)."""
 
 
 def resolve_device(device: str | None) -> str:
@@ -133,12 +135,9 @@ def load_local_backend(
     device_name = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device_name)
     key = (model_path, str(torch_dtype), device_name, attn_implementation)
-    with _BACKENDS_LOCK:
-        backend = _BACKENDS.get(key)
-        if backend is None:
-            backend = _load_backend(model_path, torch_dtype, device_name, attn_implementation)
-            _BACKENDS[key] = backend
-    return backend
+    return _BACKENDS.get_or_create(
+        key, lambda: _load_backend(model_path, torch_dtype, device_name, attn_implementation)
+    )
 
 
 def loaded_local_backend(
@@ -151,14 +150,12 @@ def loaded_local_backend(
     loads: for callers that only want to know, such as the context's view sizing)."""
     device_name = resolve_device(device)
     key = (model_path, str(resolve_dtype(dtype, device_name)), device_name, attn_implementation)
-    with _BACKENDS_LOCK:
-        return _BACKENDS.get(key)
+    return _BACKENDS.get(key)
 
 
 def clear_local_backends() -> None:
     """Forget every cached backend (frees its memory once no chat model holds it)."""
-    with _BACKENDS_LOCK:
-        _BACKENDS.clear()
+    _BACKENDS.clear()
 
 
 def _load_backend(

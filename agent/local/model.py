@@ -206,7 +206,7 @@ class LocalVisionChatModel(BaseChatModel):
     def input_size(self, size: tuple[int, int], *, load: bool = True) -> tuple[int, int] | None:
         """(width, height) this model's processor resizes an image of `size` to, when it is a
         size the processor then leaves unchanged: InternVL's tile canvas (under `max_patches`),
-        Qwen2.5-VL's resized input. None for other processors, and with `load=False` when the
+        Qwen2.5-VL's and Qwen3-VL's resized input. None for other processors, and with `load=False` when the
         model is not loaded yet. The graph makes its views at this size, so the processor's own
         resize of a large image becomes a no-op."""
         backend = self.load() if load else self.loaded()
@@ -224,13 +224,14 @@ class LocalVisionChatModel(BaseChatModel):
                 qwen_min_pixels=0,
                 qwen_max_pixels=0,
             )
-        if family == "qwen2_5_vl" and processor is not None:
+        if family in ("qwen2_5_vl", "qwen3_vl") and processor is not None:
             return processor_input_size(
                 family,
                 size,
                 max_patches=None,
                 qwen_min_pixels=int(processor.size.shortest_edge),
                 qwen_max_pixels=int(processor.size.longest_edge),
+                qwen_factor=int(processor.patch_size) * int(processor.merge_size),
             )
         return None
 

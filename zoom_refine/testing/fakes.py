@@ -27,8 +27,6 @@ fractions (0-1) of the image the model was shown (0-1000 is detected too; see `b
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +36,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import Field
+
+from zoom_refine.tools.encoding import decode_block_image
 
 
 class ScriptedVisionModel(BaseChatModel):
@@ -79,7 +79,7 @@ def images_in(message: BaseMessage) -> list[Image.Image]:
     """Decode the base64 image blocks of a message, in order."""
     blocks: Sequence[Any] = [] if isinstance(message.content, str) else message.content
     return [
-        Image.open(io.BytesIO(base64.b64decode(block["base64"]))).convert("RGB")
+        decode_block_image(block["base64"]).convert("RGB")
         for block in blocks
         if isinstance(block, dict) and block.get("type") == "image"
     ]

@@ -39,7 +39,6 @@ transformers versions, the prompts) under `cache_root()`: `$ZOOM_REFINE_TINY_MOD
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import io
@@ -50,11 +49,14 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageDraw
+
+from zoom_refine.agent import families
+from zoom_refine.tools.encoding import decode_block_image
 
 if TYPE_CHECKING:  # imported where used: `import zoom_refine.testing` stays free of torch
     import torch
@@ -303,12 +305,9 @@ def qwen_resized_size(width: int, height: int) -> tuple[int, int]:
     The same numbers are in the processor output: `image_grid_thw[i] = (t, h, w)` in 14-px
     patches, so the resized size is `(w * 14, h * 14)`.
     """
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    resized_height, resized_width = smart_resize(
-        height, width, factor=QWEN_FACTOR, min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS
+    return families.qwen_resized_size(
+        (width, height), min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS
     )
-    return resized_width, resized_height
 
 
 def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
@@ -410,8 +409,10 @@ def build_tiny_qwen2_5_vl(
 
 # --- the Zoom-Refine protocol: fixed replies, trained in --------------------------------------
 
-Family = Literal["internvl3", "qwen2_5_vl"]
-FAMILIES: tuple[Family, ...] = ("internvl3", "qwen2_5_vl")
+TinyFamily = Literal["internvl3", "qwen2_5_vl"]
+"""Which tiny recipe (its own names; `agent.families.Family` is the box convention of a real
+model family)."""
+FAMILIES: tuple[TinyFamily, ...] = ("internvl3", "qwen2_5_vl")
 
 PROTOCOL_QUESTION = "What colour is the square?"
 PROTOCOL_OPTIONS = ("red", "blue", "green", "yellow")
@@ -444,12 +445,12 @@ QWEN_ZOOM_AGAIN_BOX = (112, 112, 336, 336)
 """0.25-0.75 of the 448 x 448 resized crop, in its pixels."""
 QWEN_ZOOM_AGAIN_REPLY = "Answer: A\nBounding box: [112, 112, 336, 336]"
 
-PROTOCOL_REPLIES: dict[Family, tuple[str, str, str, str]] = {
+PROTOCOL_REPLIES: dict[TinyFamily, tuple[str, str, str, str]] = {
     "internvl3": (LOCALIZE_REPLY, REFINE_REPLY, ZOOM_AGAIN_REPLY, REFINE_REPLY),
     "qwen2_5_vl": (QWEN_LOCALIZE_REPLY, REFINE_REPLY, QWEN_ZOOM_AGAIN_REPLY, REFINE_REPLY),
 }
 """Replies to: localize (image + prompt), refine (crop + prompt), zoom again (text), refine."""
-PROTOCOL_BOX_FORMAT: dict[Family, Literal["auto", "pixel"]] = {
+PROTOCOL_BOX_FORMAT: dict[TinyFamily, Literal["auto", "pixel"]] = {
     "internvl3": "auto",
     "qwen2_5_vl": "pixel",
 }
@@ -513,7 +514,7 @@ def protocol_inputs(image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
 
 
 def protocol_context(
-    family: Family, model: Any, *, zoom_again: bool = False, **settings: Any
+    family: TinyFamily, model: Any, *, zoom_again: bool = False, **settings: Any
 ) -> Any:
     """The ZoomContext the protocol is trained for: `model` is a chat model or an `hf:` spec.
     `zoom_again` sets `max_hops=2` and a threshold above the trained confidence."""
@@ -530,7 +531,7 @@ def protocol_context(
     return ZoomContext(**(options | settings))
 
 
-def protocol_requests(family: Family, image: str | os.PathLike[str] | bytes) -> list[list[Any]]:
+def protocol_requests(family: TinyFamily, image: str | os.PathLike[str] | bytes) -> list[list[Any]]:
     """The four requests the real graph sends (zooming again once) when the model replies
     `PROTOCOL_REPLIES[family]`, as recorded by a scripted model: LangChain messages, exactly as
     a chat model receives them."""
@@ -548,7 +549,7 @@ def protocol_requests(family: Family, image: str | os.PathLike[str] | bytes) -> 
     return [list(request) for request in model.requests]
 
 
-def protocol_conversation(family: Family, image: str | os.PathLike[str] | bytes) -> list[Any]:
+def protocol_conversation(family: TinyFamily, image: str | os.PathLike[str] | bytes) -> list[Any]:
     """The whole 4-turn conversation (LangChain messages), the last reply included."""
     from langchain_core.messages import AIMessage
 
@@ -559,7 +560,9 @@ def protocol_conversation(family: Family, image: str | os.PathLike[str] | bytes)
 # --- training ---------------------------------------------------------------------------------
 
 
-def _encode(processor: Any, family: Family, conversation: list[Any], *, generation: bool) -> Any:
+def _encode(
+    processor: Any, family: TinyFamily, conversation: list[Any], *, generation: bool
+) -> Any:
     """Tokenize an HF conversation as LocalVisionChatModel does (same processor kwargs)."""
     processor_kwargs: dict[str, Any] = {}
     if family == "internvl3":
@@ -591,7 +594,7 @@ def assistant_labels(input_ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
     return labels
 
 
-def greedy_reply(model: Any, processor: Any, family: Family, conversation: list[Any]) -> str:
+def greedy_reply(model: Any, processor: Any, family: TinyFamily, conversation: list[Any]) -> str:
     """What the local backend would answer (greedy, `PROTOCOL_MAX_NEW_TOKENS`)."""
     import torch
 
@@ -649,10 +652,60 @@ def _plain_text(ids: torch.Tensor) -> bool:
     return bool((ids < 256 + len(CHAT_TOKENS)).all())
 
 
+def windows_loss(model: Any, windows: Sequence[Any], *, train: bool) -> tuple[float, bool]:
+    """Mean loss over `windows` (pairs of token ids and labels, each (1, n); backpropagated when
+    `train`), and whether every labelled token is the model's argmax."""
+    import torch
+
+    total, exact = 0.0, True
+    for ids, labels in windows:
+        with torch.set_grad_enabled(train):
+            output = model(input_ids=ids, labels=labels)
+        if train:
+            (output.loss / len(windows)).backward()
+        total += float(output.loss.detach()) / len(windows)
+        predicted, target = output.logits[0, :-1].argmax(-1), labels[0, 1:]
+        exact = exact and bool((predicted[target != -100] == target[target != -100]).all())
+    return total, exact
+
+
+def fit_reply_windows(
+    model: Any,
+    windows: Sequence[Any],
+    reproduces: Callable[[], bool],
+    *,
+    lr: float = TRAIN_LR,
+    max_steps: int = TRAIN_MAX_STEPS,
+) -> tuple[int | None, float]:
+    """The one training loop of the tiny models: full-batch AdamW on `windows` (seeded) until the
+    loss is under `TRAIN_TARGET_LOSS` with every reply token the argmax, then every
+    `TRAIN_CHECK_EVERY` steps ask `reproduces()` (greedy decoding of held-out conversations, the
+    model in eval mode). Returns (the step it learned at, or None after `max_steps`; the loss)."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    loss, ready_at = float("inf"), None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN_SEED)
+        model.train()
+        for step in range(1, max_steps + 1):
+            loss, exact = windows_loss(model, windows, train=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ready_at is None and exact and loss < TRAIN_TARGET_LOSS:
+                ready_at = step
+            if ready_at is not None and (step - ready_at) % TRAIN_CHECK_EVERY == 0:
+                model.eval()
+                if reproduces():
+                    return step, loss
+                model.train()
+    return None, loss
+
+
 def train_protocol_model(
     base_dir: pathlib.Path,
     out_dir: pathlib.Path,
-    family: Family,
+    family: TinyFamily,
     *,
     lr: float = TRAIN_LR,
     max_steps: int = TRAIN_MAX_STEPS,
@@ -700,50 +753,19 @@ def train_protocol_model(
         for request in protocol_requests(family, protocol_image_png(*HELD_OUT_IMAGE))
     ]
 
-    def step_loss(train: bool) -> tuple[float, bool]:
-        """Mean loss over the windows (backpropagated when `train`), and whether every reply
-        token is the argmax."""
-        total, exact = 0.0, True
-        for ids, labels in windows:
-            with torch.set_grad_enabled(train):
-                output = model(input_ids=ids, labels=labels)
-            if train:
-                (output.loss / len(windows)).backward()
-            total += float(output.loss.detach()) / len(windows)
-            predicted = output.logits[0, :-1].argmax(-1)
-            target = labels[0, 1:]
-            exact = exact and bool((predicted[target != -100] == target[target != -100]).all())
-        return total, exact
-
     def reproduces() -> bool:
-        model.eval()  # type: ignore[no-untyped-call]
         return all(
             greedy_reply(model, processor, family, request) == reply
             for request, reply in zip(held_out, replies, strict=True)
         )
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    loss_value, step, learned, ready_at = float("inf"), 0, False, None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TRAIN_SEED)
-        model.train()
-        for step in range(1, max_steps + 1):
-            loss_value, exact = step_loss(train=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ready_at is None and exact and loss_value < TRAIN_TARGET_LOSS:
-                ready_at = step
-            if ready_at is not None and (step - ready_at) % TRAIN_CHECK_EVERY == 0:
-                if reproduces():
-                    learned = True
-                    break
-                model.train()
-    if not learned:
+    step, loss_value = fit_reply_windows(model, windows, reproduces, lr=lr, max_steps=max_steps)
+    if step is None:
         raise RuntimeError(
             f"tiny {family} did not learn the protocol in {max_steps} steps (loss {loss_value:.4f})"
         )
     model.eval()  # type: ignore[no-untyped-call]
-    loss_value, _ = step_loss(train=False)
+    loss_value, _ = windows_loss(model, windows, train=False)
     out_dir = pathlib.Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -792,7 +814,7 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(user_cache) / "zoom-refine" / "tiny-models"
 
 
-def protocol_cache_key(family: Family) -> str:
+def protocol_cache_key(family: TinyFamily) -> str:
     """SHA-256 of what a trained checkpoint depends on: this file's source (the recipe), the
     transformers and torch versions, and the text of the training conversations as the graph
     renders them today (so a prompt change in `agent/prompts.py` retrains too)."""
@@ -818,12 +840,12 @@ def _fingerprint(message: Any) -> str:
         elif block.get("type") == "text":
             parts.append(str(block.get("text")))
         else:
-            image = Image.open(io.BytesIO(base64.b64decode(block["base64"])))
+            image = decode_block_image(block["base64"])
             parts.append(f"<image {image.size[0]}x{image.size[1]}>")
     return "\0".join(parts) + "\n"
 
 
-def trained_protocol_model(family: Family) -> pathlib.Path:
+def trained_protocol_model(family: TinyFamily) -> pathlib.Path:
     """The protocol-trained tiny checkpoint of `family`: from the cache, else trained now (well
     under a minute on 2 CPU cores) and cached. Written into a temporary folder and renamed into
     place, so an interrupted run never leaves a partial checkpoint under the final name."""

@@ -41,6 +41,7 @@ from zoom_refine.testing.tiny_models import (
     assistant_labels,
     build_tiny_qwen2_5_vl,
     cache_root,
+    fit_reply_windows,
     protocol_image_png,
 )
 
@@ -64,11 +65,9 @@ TOOL_MAX_NEW_TOKENS = 128
 TOOL_WINDOW = 48
 """Sliding-window span (tokens, one per byte): shorter than the text after the crop image in
 the result turn (about 90 tokens), longer than what tells the two turns apart (about 30)."""
-TRAIN_LR = 3e-3
 TRAIN_MAX_STEPS = 800
-TRAIN_CHECK_EVERY = 25
-TRAIN_TARGET_LOSS = 0.01
-TRAIN_SEED = 0
+"""More steps than the protocol models' budget: two tool turns to learn (same loop and rate,
+`tiny_models.fit_reply_windows`)."""
 REPORT_FILE = "tool_training.json"
 IMAGE_TOKENS = ("<|image_pad|>", "<|video_pad|>")
 
@@ -196,41 +195,14 @@ def train_tool_model(base_dir: pathlib.Path, out_dir: pathlib.Path) -> ToolTrain
         held_out[:index] for index, turn in enumerate(held_out) if turn["role"] == "assistant"
     ]
 
-    def step_loss(train: bool) -> tuple[float, bool]:
-        total, exact = 0.0, True
-        for ids, labels in windows:
-            with torch.set_grad_enabled(train):
-                output = model(input_ids=ids, labels=labels)
-            if train:
-                (output.loss / len(windows)).backward()
-            total += float(output.loss.detach()) / len(windows)
-            predicted, target = output.logits[0, :-1].argmax(-1), labels[0, 1:]
-            exact = exact and bool((predicted[target != -100] == target[target != -100]).all())
-        return total, exact
-
     def reproduces() -> bool:
-        model.eval()  # type: ignore[no-untyped-call]
-        replies = [_greedy(model, processor, request) for request in requests]
-        return replies == list(TOOL_REPLIES)
+        return [_greedy(model, processor, request) for request in requests] == list(TOOL_REPLIES)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=0.0)
-    loss, step, learned, ready_at = float("inf"), 0, False, None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TRAIN_SEED)
-        model.train()
-        for step in range(1, TRAIN_MAX_STEPS + 1):
-            loss, exact = step_loss(train=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ready_at is None and exact and loss < TRAIN_TARGET_LOSS:
-                ready_at = step
-            if ready_at is not None and (step - ready_at) % TRAIN_CHECK_EVERY == 0:
-                if reproduces():
-                    learned = True
-                    break
-                model.train()
-    if not learned:
-        raise RuntimeError(f"the tiny tool model did not learn in {step} steps (loss {loss:.4f})")
+    step, loss = fit_reply_windows(model, windows, reproduces, max_steps=TRAIN_MAX_STEPS)
+    if step is None:
+        raise RuntimeError(
+            f"the tiny tool model did not learn in {TRAIN_MAX_STEPS} steps (loss {loss:.4f})"
+        )
     model.eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
