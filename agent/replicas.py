@@ -45,7 +45,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import PrivateAttr, model_validator
 
-from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import AllReplicasDownError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,6 @@ ALL_DOWN = (
 )
 DUPLICATE_URL = "base_url lists {url} more than once; give each server once"
 NOT_A_URL = "base_url must be server URLs (strings), got {value!r}"
-
-
-class AllReplicasDownError(ZoomRefineError, ConnectionError):
-    """Every replica is out of service; the message names each server and why. A
-    `ConnectionError`, so `graphs.calls.is_transient_model_error` retries it."""
 
 
 def server_urls(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None:

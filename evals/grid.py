@@ -25,7 +25,7 @@ from zoom_refine.agent.context import ZoomContext
 from zoom_refine.evals.run_config import RESULT_NEUTRAL_SETTINGS, UNRECORDED_SETTINGS
 from zoom_refine.evals.runner import EvalPlan, check_resume, run_eval
 from zoom_refine.evals.store import replace_json
-from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import GridTooLargeError, InvalidInputError
 
 EXPERIMENT_FILE = "experiment.json"
 MAX_CELLS = 64
@@ -50,10 +50,6 @@ TOO_MANY_CELLS = (
     "--grid makes {count} cells (more than {most}), each a whole run; pass --yes to run them all"
 )
 BAD_CELL = "--grid cell {cell}: {reason}"
-
-
-class GridTooLargeError(ZoomRefineError):
-    """A grid of more than `MAX_CELLS` cells without `--yes` (CLI: one line, exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
-from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.errors import OfficialCheckoutError
 
 BASE_FILE = "zoomrefine/ZoomRefine_Base.py"
 ZOOMREFINE_ACC_FILE = "zoomrefine/zoomrefine_acc.py"
@@ -50,10 +50,6 @@ BASE_NAMES = (
     "crop_image_from_bbox",
 )
 """What is taken from `BASE_FILE`: the image limits and the functions the preset reproduces."""
-
-
-class OfficialCheckoutError(InvalidInputError):
-    """The named checkout lacks a file or function the verifier needs, or is unsafe to read."""
 
 
 @dataclass

@@ -17,8 +17,9 @@ from typing import Any
 
 from zoom_refine.evals import official_inputs as inputs
 from zoom_refine.evals.official_checks import PartResult, Scale
-from zoom_refine.evals.official_extract import OfficialCheckoutError, OfficialCode
+from zoom_refine.evals.official_extract import OfficialCode
 from zoom_refine.evals.scoring import summarize
+from zoom_refine.tools.errors import OfficialCheckoutError
 
 _COUNTED = re.compile(r"Entries successfully extracted and compared:\s*(\d+)")
 _CORRECT = re.compile(r"Number of correct answers:\s*(\d+)")

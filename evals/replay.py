@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from zoom_refine.evals.report import merge_runs
-from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import InvalidInputError, NotReplayableError
 
 NOT_ALWAYS_ZOOM = (
     "{run} was not made with --always-zoom, so it stopped early where it was confident and the "
@@ -49,10 +49,6 @@ ROW_KEYS = (
 )
 """The keys of a `replay --json` row, in order (`model_calls`, tokens and seconds are totals over
 the samples)."""
-
-
-class NotReplayableError(ZoomRefineError):
-    """The run cannot be replayed (not made with `--always-zoom`): one line, exit 2."""
 
 
 @dataclass(frozen=True)

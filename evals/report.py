@@ -23,7 +23,6 @@ from zoom_refine.evals.report_data import (
     THUMBNAIL_SIDE,
     NoThumbnail,
     Picture,
-    RunsDifferError,
     Thumbnail,
     changed_by_refinement,
     crop_views,
@@ -45,6 +44,7 @@ from zoom_refine.evals.report_summary import (
 )
 from zoom_refine.evals.scoring import summarize
 from zoom_refine.evals.tables import format_table
+from zoom_refine.tools.errors import RunsDifferError
 from zoom_refine.tools.files import replace_text
 
 __all__ = [

@@ -23,7 +23,7 @@ from zoom_refine.evals.loaders import load_samples
 from zoom_refine.evals.run_config import Change, result_changes
 from zoom_refine.evals.samples import Sample
 from zoom_refine.evals.store import PredictionStore
-from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import InvalidInputError, RunsDifferError, ZoomRefineError
 from zoom_refine.tools.images import load_image
 
 THUMBNAIL_SIDE = 360
@@ -45,11 +45,6 @@ RUNS_DIFFER = (
 CHANGE = "{name}: {first} has {old}, {other} has {new}"
 IMAGE_CHANGED = "the image changed since the run (SHA-256 {now}…, the run saw {then}…): no boxes"
 IMAGE_UNREADABLE = "the image cannot be shown: {reason}"
-
-
-class RunsDifferError(InvalidInputError):
-    """`report A B` over runs made with other result-changing settings, another model or another
-    benchmark (they are no shards of one run); the message names each difference, one line."""
 
 
 def merge_runs(folders: Iterable[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -38,7 +38,7 @@ from typing import Any
 
 from zoom_refine.agent.prompt_set import PromptSet
 from zoom_refine.agent.strict_json import strict_json
-from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.errors import RunSettingsChangedError
 from zoom_refine.tools.files import replace_bytes
 
 CONFIG_NAME = "config.json"
@@ -92,11 +92,6 @@ UNREADABLE = (
 )
 SHOWN_MAX = 60
 """Longest value shown in a refusal, in characters (a dataset's SHA-256 is cut short)."""
-
-
-class RunSettingsChangedError(ZoomRefineError):
-    """A resume whose result-changing settings differ from the run folder's config.json (the CLI
-    prints the message, one line, and exits with 2). Nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.errors import RunFolderBusyError
 
 LOCK_NAME = ".lock"
 CLAIM_NAME = ".lock.owner"
@@ -46,10 +46,6 @@ CLAIM_ATTEMPTS = 5
 BUSY = "run folder {folder} is being written by {owner}; wait for it or use another --out"
 OWNER_WAIT_S = 0.5
 """How long to wait for a lock's new holder to write its pid (it does so right after locking)."""
-
-
-class RunFolderBusyError(ZoomRefineError):
-    """Another writer holds the run folder (the CLI prints the message and exits with 2)."""
 
 
 @dataclass

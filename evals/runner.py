@@ -31,16 +31,10 @@ from zoom_refine.evals.run_config import prompt_set_settings, resumed_config, wr
 from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
 from zoom_refine.evals.scoring import Extractor, summarize
-from zoom_refine.evals.store import (
-    FULL_DISK_REASONS,
-    PredictionStore,
-    StorageError,
-    replace_json,
-    storage_errors,
-)
+from zoom_refine.evals.store import FULL_DISK_REASONS, PredictionStore, replace_json, storage_errors
 from zoom_refine.graphs.registry import METHOD_GRAPHS, graph_named
 from zoom_refine.graphs.traces import GRAPH_KEY, is_trace_store_error, open_saver
-from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.errors import InvalidInputError, StorageError
 
 Method = Literal["zoom-refine", "baseline", "agent"]
 METHODS: dict[str, tuple[Method, ...]] = {

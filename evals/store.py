@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoom_refine.agent.strict_json import strict_json
-from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.errors import StorageError
 from zoom_refine.tools.files import replace_bytes
 
 Key = tuple[str, str]
@@ -50,11 +50,6 @@ STORAGE_FULL = (
     "cannot write {path}: {reason} ({detail}); every record written before it is kept: make room "
     "and run the same command again to resume"
 )
-
-
-class StorageError(ZoomRefineError):
-    """A run file could not be written for lack of room. Not a sample's failure: it stops the run,
-    with one line naming the file (the CLI prints it and exits non-zero)."""
 
 
 class PredictionStore:

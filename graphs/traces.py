@@ -38,7 +38,11 @@ from zoom_refine.graphs.registry import graph_named
 from zoom_refine.graphs.run_index import IndexedSaver, RunIndexWriter, RunSummary
 from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
 from zoom_refine.graphs.trace_urls import MISSING_DRIVER, TraceTarget, describe_target, trace_target
-from zoom_refine.tools.errors import ImageLoadError, InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import (
+    ImageChangedError,
+    ImageLoadError,
+    InvalidInputError,
+)
 from zoom_refine.tools.images import load_image, read_source_bytes
 
 __all__ = ["RunSummary", "TraceTarget", "describe_target", "trace_target"]  # re-exported
@@ -377,11 +381,6 @@ IMAGE_CHANGED = (
     "SHA-256 {now}…, the run saw {then}…), so its boxes would land on another picture; restore "
     "the image, or read the steps above without pictures"
 )
-
-
-class ImageChangedError(ZoomRefineError):
-    """A persisted run's input image is gone or is no longer the image the run saw (its bytes'
-    SHA-256 differs from the state's `image_sha256`): its boxes cannot be drawn on it."""
 
 
 def check_trace_image(state: Mapping[str, Any], thread: str = "") -> None:

@@ -22,9 +22,10 @@ import pytest
 
 from zoom_refine import ZoomContext
 from zoom_refine.evals import run_lock
-from zoom_refine.evals.run_lock import CLAIM_NAME, RunFolderBusyError, hold_run_lock
+from zoom_refine.evals.run_lock import CLAIM_NAME, hold_run_lock
 from zoom_refine.evals.runner import EvalPlan, run_eval
 from zoom_refine.testing import RuleVisionModel
+from zoom_refine.tools.errors import RunFolderBusyError
 
 TRIES = 12
 SLOW_OPEN_S = 0.05

@@ -15,14 +15,9 @@ from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext
 from zoom_refine.cli import app
-from zoom_refine.graphs.traces import (
-    ImageChangedError,
-    check_trace_image,
-    read_trace,
-    run_graph,
-)
+from zoom_refine.graphs.traces import check_trace_image, read_trace, run_graph
 from zoom_refine.testing import RuleVisionModel
-from zoom_refine.tools.errors import ZoomRefineError
+from zoom_refine.tools.errors import ImageChangedError, ZoomRefineError
 
 SIZE = (96, 64)
 

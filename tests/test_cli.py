@@ -343,3 +343,22 @@ def test_demo_runs_the_whole_workflow_offline(
     }
     listed = runner.invoke(app, ["trace", str(folder / "trace.db")])
     assert listed.exit_code == 0 and "→ A" in listed.stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"zoom-refine {version('zoom-refine')}"
+
+
+def test_testing_module_help_trains_nothing(tmp_path: Path) -> None:
+    """`python -m zoom_refine.testing --help` prints its usage and exits before any training:
+    an empty cache stays empty."""
+    environment = {**os.environ, "ZOOM_REFINE_TINY_MODEL_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "zoom_refine.testing", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m zoom_refine.testing" in result.stdout
+    assert not (tmp_path / "cache").exists()

@@ -11,18 +11,14 @@ import pytest
 from experiment_fixtures import HopRuleModel, synth_data
 
 from zoom_refine import ZoomContext
-from zoom_refine.evals.grid import (
-    MAX_CELLS,
-    GridTooLargeError,
-    cell_name,
-    grid_cells,
-    parse_grid,
-    plan_grid,
-    run_grid,
-)
-from zoom_refine.evals.run_config import RunSettingsChangedError
+from zoom_refine.evals.grid import MAX_CELLS, cell_name, grid_cells, parse_grid, plan_grid, run_grid
 from zoom_refine.evals.runner import EvalPlan
-from zoom_refine.tools.errors import InvalidInputError, ZoomRefineError
+from zoom_refine.tools.errors import (
+    GridTooLargeError,
+    InvalidInputError,
+    RunSettingsChangedError,
+    ZoomRefineError,
+)
 
 
 def _plan(tmp_path: Path, **overrides: object) -> EvalPlan:

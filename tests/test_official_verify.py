@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from zoom_refine.cli import app
 from zoom_refine.evals.official_checks import Scale
-from zoom_refine.evals.official_extract import OfficialCheckoutError, load_official
+from zoom_refine.evals.official_extract import load_official
 from zoom_refine.evals.official_verify import verify
+from zoom_refine.tools.errors import OfficialCheckoutError
 
 SMALL = Scale.small()
 

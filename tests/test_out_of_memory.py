@@ -26,10 +26,11 @@ from PIL import Image
 from transformers import DynamicCache
 
 from zoom_refine import ask
-from zoom_refine.agent.local.backend import LocalBackend, ModelOutOfMemoryError, load_local_backend
+from zoom_refine.agent.local.backend import LocalBackend, load_local_backend
 from zoom_refine.agent.local.model import LocalVisionChatModel
 from zoom_refine.evals.runner import EvalPlan, run_eval
 from zoom_refine.testing import PROTOCOL_OPTIONS, PROTOCOL_QUESTION, protocol_context
+from zoom_refine.tools.errors import ModelOutOfMemoryError
 
 POISON = (255, 0, 255)
 """Magenta: unlike every colour in `dataset_fixtures.COLORS`, red and blue high, green low."""

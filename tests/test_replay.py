@@ -17,14 +17,13 @@ from zoom_refine import ZoomContext
 from zoom_refine.evals.grid import run_grid
 from zoom_refine.evals.replay import (
     ROW_KEYS,
-    NotReplayableError,
     Outcome,
     replay_outcomes,
     replay_run,
     summarize_outcomes,
 )
 from zoom_refine.evals.runner import EvalPlan, run_eval
-from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.errors import InvalidInputError, NotReplayableError
 
 HOPS = (1, 2, 3)
 THRESHOLDS = (0.5, 0.7, 0.9)

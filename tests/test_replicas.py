@@ -44,7 +44,6 @@ from typer.testing import CliRunner
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.models import load_chat_model
 from zoom_refine.agent.replicas import (
-    AllReplicasDownError,
     ReplicaChatModel,
     ReplicaRouter,
     conversation_key,
@@ -54,7 +53,7 @@ from zoom_refine.cli import ModelOptions, app
 from zoom_refine.evals.run_config import resumed_config
 from zoom_refine.graphs.calls import is_transient_model_error
 from zoom_refine.testing import PROTOCOL_REPLIES, protocol_context, protocol_inputs
-from zoom_refine.tools.errors import InvalidInputError
+from zoom_refine.tools.errors import AllReplicasDownError, InvalidInputError
 
 URLS = ("http://a/v1", "http://b/v1")
 

@@ -14,14 +14,10 @@ from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext
 from zoom_refine.cli import app
-from zoom_refine.evals.run_config import (
-    RESULT_NEUTRAL_SETTINGS,
-    RunSettingsChangedError,
-    resumed_config,
-    settings,
-)
+from zoom_refine.evals.run_config import RESULT_NEUTRAL_SETTINGS, resumed_config, settings
 from zoom_refine.evals.runner import EvalPlan, run_config, run_eval
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel
+from zoom_refine.tools.errors import RunSettingsChangedError
 
 runner = CliRunner()
 

@@ -28,10 +28,11 @@ from typer.testing import CliRunner
 from zoom_refine import ZoomContext
 from zoom_refine.cli import app
 from zoom_refine.evals.report import merge_runs
-from zoom_refine.evals.run_lock import RunFolderBusyError, hold_run_lock
+from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.runner import EvalPlan, run_eval
 from zoom_refine.evals.store import PredictionStore
 from zoom_refine.testing import RuleVisionModel
+from zoom_refine.tools.errors import RunFolderBusyError
 
 ZOOM_REFINE = Path(sys.executable).with_name("zoom-refine")
 RUN_TIMEOUT_S = 120.0

@@ -16,9 +16,9 @@ import pytest
 
 from zoom_refine import ZoomContext
 from zoom_refine.evals.runner import EvalPlan, run_eval
-from zoom_refine.evals.store import StorageError
 from zoom_refine.graphs.traces import list_runs, read_trace, sample_runs
 from zoom_refine.testing import RuleVisionModel
+from zoom_refine.tools.errors import StorageError
 
 
 def lines(folder: Path) -> list[dict[str, Any]]:

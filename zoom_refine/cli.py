@@ -358,8 +358,27 @@ def with_model_options(command: Callable[..., None]) -> Callable[..., None]:
     return with_settings
 
 
+def _print_version(value: bool) -> None:
+    """`--version`: the installed package's version, then exit."""
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoom-refine {version('zoom-refine')}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Zoom-Refine command line."""
 
 

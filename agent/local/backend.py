@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from zoom_refine.agent.local.batching import MicroBatcher
 from zoom_refine.agent.local.image_cache import CachingImageProcessor
 from zoom_refine.agent.local.prefix_cache import PrefixCache
-from zoom_refine.tools.errors import ZoomRefineError
 from zoom_refine.tools.lru import LruMap
 
 if TYPE_CHECKING:
@@ -31,13 +30,6 @@ OUT_OF_MEMORY_HINT = (
     "out of memory on this sample: lower max_patches or view_max_side, or use a smaller batch "
     "(max_batch_size, --concurrency)"
 )
-
-
-class ModelOutOfMemoryError(ZoomRefineError):
-    """The local model ran out of memory on this input, even alone and with every cache dropped.
-
-    A per-sample failure, not a crash: the eval runner records it and goes on. Never retried by
-    the graph's `MODEL_RETRY` (it is not transient: the same input needs the same memory)."""
 
 
 @dataclass(frozen=True)

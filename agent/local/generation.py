@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zoom_refine.agent.local.backend import OUT_OF_MEMORY_HINT, LocalBackend, ModelOutOfMemoryError
+from zoom_refine.agent.local.backend import OUT_OF_MEMORY_HINT, LocalBackend
 from zoom_refine.agent.local.prefix_cache import back_off_image, match_key
+from zoom_refine.tools.errors import ModelOutOfMemoryError
 
 HFMessage = dict[str, Any]
 QWEN_MERGE = 4

@@ -28,7 +28,6 @@ from zoom_refine.agent.families import Family, family_from_model_type, processor
 from zoom_refine.agent.local.backend import (
     ATTN_IMPLEMENTATIONS,
     LocalBackend,
-    ModelOutOfMemoryError,
     load_local_backend,
     loaded_local_backend,
 )
@@ -41,6 +40,7 @@ from zoom_refine.agent.local.generation import (
 )
 from zoom_refine.agent.local.prefix_cache import image_fingerprint
 from zoom_refine.tools.encoding import decode_block_image
+from zoom_refine.tools.errors import ModelOutOfMemoryError
 
 HFMessage = dict[str, Any]
 HFBlock = dict[str, Any]

@@ -1,5 +1,15 @@
 """`python -m zoom_refine.testing`: train (or find in the cache) the protocol-trained tiny models."""
 
-from zoom_refine.testing.tiny_models import main
+import argparse
 
+from zoom_refine.testing.tiny_models import cache_root, main
+
+parser = argparse.ArgumentParser(
+    prog="python -m zoom_refine.testing",
+    description="Train (or find in the cache) the protocol-trained tiny InternVL3 and Qwen2.5-VL "
+    "models the tests and the offline examples use (about a minute each on 2 CPU cores), and "
+    "print where they are and their training reports.",
+    epilog=f"Cache: {cache_root()} (set ZOOM_REFINE_TINY_MODEL_CACHE to move it).",
+)
+parser.parse_args()
 main()
