@@ -260,7 +260,9 @@ class ZoomContext(ImageSettings):
             qwen_max_pixels=self.qwen_max_pixels,
         )
 
-    def stop_reason(self, confidence: float | None, hop: int) -> str | None:
+    def stop_reason(
+        self, confidence: float | None, hop: int
+    ) -> Literal["confident", "max_hops"] | None:
         """After refining on hop `hop`: None to zoom again, else why to stop (`confident`:
         no stated confidence counts as sure; `max_hops`). With `always_zoom`, only hops stop."""
         if self.always_zoom:

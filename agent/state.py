@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -47,6 +47,12 @@ def merge_usage(left: dict[str, int] | None, right: dict[str, int] | None) -> di
     for key, value in (right or {}).items():
         merged[key] = merged.get(key, 0) + value
     return merged
+
+
+StopReason = Literal[
+    "confident", "max_hops", "no_box", "crop_failed", "refine_failed", "baseline", "answered"
+]
+"""Why a run ended (`stop_reason` in the state, the step records and the prediction record)."""
 
 
 class ToolCallRecord(TypedDict):
@@ -144,8 +150,9 @@ class OutputState(TypedDict, total=False):
     """Summed counters: model calls, input / output tokens, vision tiles (where known)."""
     image_sha256: str
     """SHA-256 of the input image's bytes: which image this answer belongs to."""
-    stop_reason: str
-    """Why the run ended: `confident`, `max_hops`, `no_box`, `crop_failed` (or `baseline`);
+    stop_reason: StopReason
+    """Why the run ended: `confident`, `max_hops`, `no_box`, `crop_failed`, `refine_failed` (the
+    official preset kept the first answer) (or `baseline`);
     the agent graph: `answered` (a reply without tool calls) or `max_hops` (asked to answer once
     its zoom budget was spent)."""
 
