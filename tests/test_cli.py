@@ -362,3 +362,12 @@ def test_testing_module_help_trains_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "usage: python -m zoom_refine.testing" in result.stdout
     assert not (tmp_path / "cache").exists()
+
+
+def test_stray_values_after_a_repeatable_option_say_to_repeat_it() -> None:
+    """`-o 3 7 12 5` is one option and three stray words: the error says how to give several."""
+    result = CliRunner().invoke(app, ["ask", "x.png", "How many?", "-o", "3", "7", "12", "5"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "unexpected extra argument" in text
+    assert "repeated, one value each" in text and "-o A -o B" in text

@@ -60,9 +60,43 @@ class FlagCommand(TyperCommand):
         _show_as_flag(option)
         return option
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Click's "unexpected extra arguments" error, with the hint a newcomer needs when the
+        extras follow a repeatable option (`-o 3 7 12` means one option and three stray words)."""
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERROR as error:
+            usage: Any = error
+            repeatable = _repeatable_options(self)
+            if "unexpected extra argument" in usage.message and repeatable:
+                first = repeatable[0]
+                usage.message += (
+                    f"; options that take several values are repeated, one value each "
+                    f"({', '.join(repeatable)}): {first} A {first} B"
+                )
+            raise
+
+
+USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+"""Click's UsageError as typer vendors it (typer exports only its subclass BadParameter)."""
+
+
+def _repeatable_options(command: Any) -> list[str]:
+    """The option names of `command` that take several values by repetition (e.g. `-o`)."""
+    return [
+        param.opts[-1]
+        for param in command.params
+        if isinstance(param, TyperOption) and param.multiple and param.opts
+    ]
+
 
 class FlagGroup(TyperGroup):
-    """The command group, its `--help` shown as a flag likewise."""
+    """The command group, its `--help` and `--version` shown as flags likewise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _show_as_flag(param)
 
     def get_help_option(self, ctx: Any) -> TyperOption | None:
         option = super().get_help_option(ctx)
