@@ -27,6 +27,8 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from zoom_refine.agent import models
 from zoom_refine.agent.context import (
     DEFAULT_MODEL,
+    MAX_HOPS_LIMIT,
+    MAX_REGIONS_LIMIT,
     OFFICIAL_SETTINGS,
     BoxFormat,
     FamilySetting,
@@ -203,12 +205,15 @@ class ModelOptions:
     ] = CONTEXT_DEFAULTS["request_timeout"]
     max_hops: Annotated[
         int,
-        typer.Option(help="Most zooms per question (1 = the paper).", rich_help_panel=MODEL_PANEL),
+        typer.Option(
+            help=f"Most zooms per question, 1..{MAX_HOPS_LIMIT} (1 = the paper).",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = CONTEXT_DEFAULTS["max_hops"]
     max_regions: Annotated[
         int,
         typer.Option(
-            help="Most regions the model may mark per zoom (1 = the paper).",
+            help=f"Most regions the model may mark per zoom, 1..{MAX_REGIONS_LIMIT} (1 = the paper).",
             rich_help_panel=MODEL_PANEL,
         ),
     ] = CONTEXT_DEFAULTS["max_regions"]
@@ -525,7 +530,7 @@ def demo(
         lines = [f"Question: {question}", "Options: " + ", ".join(options)]
         _print_lines(lines)
         run = _run(image, question, options, context, trace_db=folder / "trace.db")
-        _save_pictures(run.result, image, folder)
+        _save_pictures(run.result, image, folder, also=(folder / "trace.db",))
     except ZoomRefineError as error:
         _fail(str(error))
     _print_summary(run.result, options)
@@ -647,7 +652,9 @@ def _update_line(node: str, update: dict[str, Any]) -> str:
 PICTURES_FAILED = "cannot write the pictures to {folder}: {reason}"
 
 
-def _save_pictures(result: dict[str, Any], image: Any, folder: Path) -> None:
+def _save_pictures(
+    result: dict[str, Any], image: Any, folder: Path, *, also: tuple[Path, ...] = ()
+) -> None:
     """overview.png, hop-N.png and trace.json into `folder`, each written over whole or not at
     all: drawn into a hidden folder inside it, then renamed over the old files (a drawing or
     write that fails leaves the pictures of an earlier run as they were)."""
@@ -668,7 +675,13 @@ def _save_pictures(result: dict[str, Any], image: Any, folder: Path) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise ZoomRefineError(PICTURES_FAILED.format(folder=folder, reason=reason)) from error
-    err.print(f"wrote {len(made)} files to {folder}", markup=False, highlight=False, soft_wrap=True)
+    names = [path.name for path in made] + [path.name for path in also]  # `also`: written before
+    err.print(
+        f"wrote {len(names)} files to {folder}: {', '.join(names)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _user_message(error: Exception, context: ZoomContext) -> str | None:

@@ -25,7 +25,7 @@ OPTIONS = ["3", "7", "12", "5"]
 SCENE_SIZE = (3840, 2160)
 """Size of the synthetic scene drawn when `EXAMPLE_IMAGE` is absent."""
 
-BUILDING = "tiny demo model: the first run trains it (about a minute on the CPU)…"
+BUILDING = "tiny demo model: found in the cache, or trained now (about a minute on the CPU)…"
 NOTE = (
     "Note: this tiny model ignores the image. It was trained offline only to follow "
     "Zoom-Refine's reply format (always B first, then A after the crop), so its answer says "
