@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +67,22 @@ def strict_serde() -> JsonPlusSerializer:
     return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
 
 
+def _while_locked(action: Callable[[], object]) -> None:
+    """Run `action` (a schema setup), again while SQLite answers "database is locked": two
+    processes opening one new database both switch it to WAL and create its tables, and that
+    switch fails at once, without waiting for the busy timeout, when the other holds the file.
+    Gives up after `LOCK_TIMEOUT_SECONDS`."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextmanager
 def open_saver(
     path: str | Path, *, create: bool = False, compact: bool = True, images: bool = True
@@ -99,9 +116,9 @@ def open_saver(
             saver = IndexedCompactSqliteSaver(conn, serde=TraceSerializer(blobs, expand=images))
         else:
             saver = IndexedSqliteSaver(conn, serde=strict_serde())
-        saver.setup()
+        _while_locked(saver.setup)
         try:
-            run_index.sqlite_ensure_index(conn, saver, GRAPH_KEY)
+            _while_locked(lambda: run_index.sqlite_ensure_index(conn, saver, GRAPH_KEY))
         except sqlite3.OperationalError:
             if create:  # a database we cannot write: the run would fail anyway
                 raise
