@@ -26,8 +26,9 @@ def first_look(image: ImageSource, context: ZoomContext) -> FirstLook:
     """Load the input image and make view `img0`: the whole image, downsampled for the model;
     or, with `first_image="official"`, the file as the official code sends it (its own bytes,
     or shrunk to 4096 px and re-saved as JPEG: `tools.official_image`), shown at that size."""
-    official = context.first_image == "official"  # decoded as the official code decodes
-    original = load_image(image, max_pixels=context.max_pixels, official=official)
+    original = load_image(
+        image, max_pixels=context.max_pixels, official=context.decodes_as_official
+    )
     if context.first_image == "official":
         prepared = official_first_image(read_source_bytes(image), name=describe_source(image))
         view = View(id="img0", box=Box.full(original.size), hop=0, shown_size=prepared.size)

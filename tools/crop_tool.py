@@ -190,7 +190,7 @@ def run_crop(
     source = registered_image(state, image_key)
     settings = _settings_from(runtime.context)
     views = state.get("views") if isinstance(state, Mapping) else None
-    official = settings.first_image == "official"  # decoded as the official code decodes
+    official = settings.decodes_as_official
     original = load_image(source, max_pixels=settings.max_pixels, official=official).image
     if not views:  # used outside our graph: the whole image is the only registered view
         views = [full_view(original.size, settings).to_record()]

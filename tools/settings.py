@@ -78,6 +78,13 @@ class ImageSettings:
         return None
 
     @property
+    def decodes_as_official(self) -> bool:
+        """Whether image files are decoded as the official code decodes them (`load_image(...,
+        official=True)`: truncated files read, no EXIF rotation, alpha dropped): with the
+        official first image, for that image and every crop cut from the same file."""
+        return self.first_image == "official"
+
+    @property
     def encoding(self) -> ImageFormat:
         """The concrete format: `auto` means `png` unless a subclass resolved it."""
         return "png" if self.image_format == "auto" else self.image_format
