@@ -13,12 +13,13 @@ what a caller set here; the CLI reads the environment and fills these fields exp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from zoom_refine.agent.families import processor_input_size
+from zoom_refine.agent.families import Family, processor_input_size, visual_tokens
 from zoom_refine.agent.parsing import ParserMode
 from zoom_refine.agent.prompt_set import PromptSet, PromptSetSource, PromptStyle, load_prompt_set
 from zoom_refine.agent.replicas import server_urls
@@ -26,7 +27,12 @@ from zoom_refine.agent.tool_conventions import ToolCallFormat, ToolConventionNam
 from zoom_refine.tools.errors import InvalidInputError
 from zoom_refine.tools.settings import ImageSettings
 
+if TYPE_CHECKING:
+    from zoom_refine.agent.local.model import LocalVisionChatModel
+
 DEFAULT_MODEL = "hf:OpenGVLab/InternVL3-2B-hf"
+BASE_URL_ENV = "ZOOM_REFINE_BASE_URL"
+"""Where the CLI reads `base_url` when `--base-url` is not given (never read by this class)."""
 MAX_HOPS_LIMIT = 8
 MAX_REGIONS_LIMIT = 8
 
@@ -42,146 +48,274 @@ PADDED_TWICE = (
 
 @dataclass(kw_only=True)
 class ZoomContext(ImageSettings):
-    """Settings of one Zoom-Refine run. Image and crop settings are inherited from ImageSettings."""
+    """Settings of one Zoom-Refine run; image and crop settings are inherited from ImageSettings.
 
-    model: str | BaseChatModel = DEFAULT_MODEL
-    """A LangChain chat model, or a spec: `hf:<repo or path>`, `openai:<model>`, `provider:model`."""
+    Each field is described once, in its `metadata["description"]`; the CLI's options
+    (`metadata["cli"]`: which fields are options, and what the command line adds) and README's
+    configuration table (`settings_table`) are made from it."""
 
-    base_url: str | Sequence[str] | None = None
-    """OpenAI-compatible server URL for `openai:` specs (vLLM, LMDeploy, `transformers serve`),
-    or several URLs: replicas of the same model, requests spread over them (`agent.replicas`).
-    Several are kept as a tuple (a list is converted); a sequence of one is that URL."""
-
-    box_format: BoxFormat = "auto"
-    """Frame of the model's box numbers: `auto` detects it from the numbers (see
-    `tools.boxes.detect_box_frame`); or force `norm1` (0–1), `norm1000`, `pixel` (of the view).
-    A forced 0–1 or 0–1000 frame refuses numbers outside it. (The official parser is
-    `box_parser="official"`: it clamps every number to 0–1, so a 0–1000 box such as
-    `[0, 0, 500, 600]` becomes the whole image, and it does not read this field.)"""
-
-    model_family: FamilySetting = "auto"
-    """Box conventions of the model: `auto` reads a local model's config (and means `other` for
-    servers); or name it: `internvl`, `qwen2_5_vl` (pixels of its resized input), `qwen3_vl`
-    (0–1000), `other` (0–1 as asked)."""
-
-    qwen_min_pixels: int = 3136
-    """Qwen2.5-VL processor's `min_pixels`, to rebuild its resize for servers (local models report
-    the size they used)."""
-
-    qwen_max_pixels: int = 12_845_056
-    """Qwen2.5-VL processor's `max_pixels` (the released checkpoints' setting), likewise."""
-
-    accept_inverted_boxes: bool = True
-    """Swap a box's inverted corners (x2 < x1 or y2 < y1). False refuses such boxes (no zoom),
-    as the official code does."""
-
-    box_parser: ParserMode = "ours"
-    """How boxes are read from a localize reply. `ours`: every labelled or bracketed box, its
-    frame detected (`agent.regions`). `official`: the official parser: the last `Bounding box` /
-    `bbox` labelled box, unsigned numbers clamped to 0–1, corners not in order → no zoom; its
-    crop padded as the official `expand_bbox` (then `padding` must be 0)."""
-
-    answer_parser: ParserMode = "ours"
-    """How answer letters are read. `ours`: the last labelled answer, offered letters only
-    (`agent.parsing.parse_choice`). `official`: the first `Answer:` (localize) or `Rechecked
-    Answer:` (refine) letter, any of A–E (`agent.parsing.parse_official_choice`)."""
-
-    question_text: QuestionText = "ours"
-    """What `zoom-refine eval` passes as the question. `ours`: the benchmark's question, with its
-    options passed apart (the prompt set lays them out). `official`: the benchmark's whole prompt
-    (question, choices, instruction) as the official data conversion stored it, one phrase
-    removed (`evals.prompts.official_question`); options still go with it, for the parsers."""
-
-    keep_answer_on_refine_failure: bool = False
-    """A refine call that raises (out of memory on the two-image call, a server error) keeps the
-    first answer and ends the sample (stop reason `refine_failed`; the call is not retried, as the
-    official code retries nothing), as the official code does (Base lines 523–533). User errors
-    (`ZoomRefineError`) still fail the sample. False (ours): the sample is recorded as an error,
-    so a failure is never mistaken for an answer the model re-checked."""
-
-    reuse_prefix: bool = True
-    """For `hf:` specs: refine reuses the localize call's key/value cache and encodes only the
-    crop (same replies, less work). False re-encodes the whole conversation, as the official
-    code does. Servers cache prefixes themselves; a ready model object keeps its own setting."""
-
-    prompt_style: PromptStyle = "paper"
-    """`paper`: boxes asked as fractions 0–1; `internvl`: InternVL's `<box>[[…]]</box>` 0–1000."""
-
-    prompts: PromptSetSource = None
-    """The prompt set every text the model is shown comes from: None = ours
-    (`agent/prompt_sets/default.toml`), a path to a prompt-set TOML file (docs/prompts.md), or a
-    loaded `PromptSet`. Read and checked when the context is made (a bad file, or a set lacking a
-    template these settings need, is one InvalidInputError line); `prompt_set` is the loaded set."""
-
-    max_hops: int = 1
-    """Most crops per question. 1 = the paper (localize, crop, refine: two model calls). The
-    model-driven graph (`graphs.agent`): most zoom tool calls per question, then one final turn
-    without tools."""
-
-    tool_convention: ToolConventionName = "crop"
-    """Model-driven graph: which zoom tool the model is offered (`agent.tool_conventions`):
-    `crop` (ours: image id, box, box_format), `qwen3_vl` (Qwen-Agent's `image_zoom_in_tool`,
-    0–1000 of image `img_idx`), `deepeyes` (`bbox_2d` in pixels of the original as shown),
-    `mini_o3` (`<grounding>`, 0–1 of `source`)."""
-
-    tool_call_format: ToolCallFormat = "auto"
-    """Model-driven graph: how tools are offered and calls arrive. `openai`: bound with
-    `bind_tools` (the server renders them and parses calls: vLLM `--enable-auto-tool-choice
-    --tool-call-parser hermes`); `text`: the tool's signature in the system turn and calls read
-    from `<tool_call>` text (local `hf:` models, servers without a parser); `auto`: `text` for
-    in-process models and chat models without `bind_tools`, else `openai`. Either way a reply
-    with no parsed calls is searched for text calls."""
-
-    tool_images: ToolImages = "user"
-    """Model-driven graph, `openai` calls: where crop images go. `user`: tool results keep their
-    text and the images follow in a user message (OpenAI's API and vLLM accept images only
-    there, `agent.tool_images`); `tool`: inside the tool message."""
-
-    max_regions: int = 1
-    """Most regions (boxes, hence crops) per localize step, 1..8. 1 = the paper: one box, and any
-    further boxes in a reply are ignored. Above 1 (beyond the paper, for questions that compare
-    distant objects) the prompt allows up to this many boxes, each becomes a crop (regions whose
-    crops overlap heavily are merged first, see `region_merge_iou`), and refine sees every crop
-    in the order given. Zooming again localizes inside the last crop of the hop."""
-
-    region_merge_iou: float = 0.3
-    """With `max_regions > 1`: two regions merge into their union when their crops (padded, in
-    original pixels) have an IoU above this, or share at least half of the smaller crop
-    (`tools.crop.merge_overlapping_pixel_boxes`)."""
-
-    confidence_threshold: float = 0.7
-    """After a refine, zoom again (if hops remain) when the stated confidence is below this.
-    A reply with no confidence counts as sure (no further zoom)."""
-
-    always_zoom: bool = False
-    """Zoom again after every refine until `max_hops`, whatever the confidence (the stop reason
-    is then `max_hops`). For experiments: one such run records every hop's answer and confidence,
-    so the outcome of any threshold and any hop limit ≤ `max_hops` can be replayed from it
-    without another model call (`zoom-refine replay`, exact for deterministic decoding)."""
-
-    confidence_source: Literal["verbal", "token"] = "verbal"
-    """Where confidence comes from: the number the model states (`verbal`), or the probability
-    of the answer letter it wrote (`token`; needs a backend that returns logprobs: the local one,
-    or a server that supports them; falls back to `verbal` when none come back)."""
-
-    max_new_tokens: int = 512
-    """Reply length limit for models loaded from a spec (ignored for a ready model object)."""
-
-    max_patches: int | None = 12
-    """Tile budget per image for InternVL loaded from an `hf:` spec: up to this many 448-px tiles
-    plus a thumbnail (the paper's setting). None leaves the processor's default."""
-
-    server_tile_budget: TileBudgetField = "none"
-    """How to send `max_patches` to an OpenAI-compatible server with each request: `transformers`
-    (`transformers serve`: `chat_template_kwargs.processor_kwargs.images_kwargs.max_patches`),
-    `vllm` (`mm_processor_kwargs` with `max_patches`, read for InternVL `-hf` checkpoints, and
-    `max_dynamic_patch`, read for the original InternVL format; the server needs
-    `--trust-request-mm-kwargs`, see docs/vllm.md), or `none` (the server's own setting, e.g.
-    vLLM's `--mm-processor-kwargs '{"max_patches": 6}'`; some servers reject unknown fields)."""
-
-    request_timeout: float = 120.0
-    """Seconds before a request to a server (`openai:` specs) times out; the graph then retries
-    transient failures (see `graphs.calls.MODEL_RETRY`)."""
+    model: str | BaseChatModel = field(
+        default=DEFAULT_MODEL,
+        metadata={
+            "description": "The chat model: a spec `hf:<repo or path>` (local transformers), "
+            "`openai:<model>` (a server, see `base_url`) or `provider:model` (a LangChain "
+            "provider); in Python also a chat model object.",
+            "cli": {"type": str},
+        },
+    )
+    base_url: str | Sequence[str] | None = field(
+        default=None,
+        metadata={
+            "description": "OpenAI-compatible server URL for `openai:` specs (vLLM, LMDeploy, "
+            "`transformers serve`), or several: replicas of the same model, requests spread over "
+            "them and a server that fails taken out (see README, *Several servers*).",
+            "cli": {
+                "type": list[str] | None,
+                "metavar": "URL",
+                "suffix": f"Repeat it for several. Default: `${BASE_URL_ENV}` (several: "
+                "separated by commas).",
+            },
+        },
+    )
+    box_format: BoxFormat = field(
+        default="auto",
+        metadata={
+            "description": "Frame of the model's box numbers: `auto` detects 0–1, 0–1000 or "
+            "pixels from the numbers (a 0–1 box overshooting by up to 0.1, e.g. `1.02`, is 0–1, "
+            "clamped: `agent.regions`); or force `norm1` (0–1), `norm1000`, `pixel` (of the "
+            "view), which refuse numbers outside their frame. The official parser "
+            "(`box_parser`) clamps to 0–1 and ignores this.",
+            "cli": {},
+        },
+    )
+    model_family: FamilySetting = field(
+        default="auto",
+        metadata={
+            "description": "Box conventions of the model: `auto` reads a local model's config "
+            "(and means `other` for servers: set it for them); `internvl`, `qwen2_5_vl` (pixels "
+            "of its resized input), `qwen3_vl` (0–1000), `other` (0–1 as asked).",
+            "cli": {},
+        },
+    )
+    qwen_min_pixels: int | None = field(
+        default=None,
+        metadata={
+            "description": "Qwen pixel budget (Qwen2.5-VL, Qwen3-VL): the least pixels (a count, "
+            "not a side) the processor resizes an image to. Given to `hf:` processors, sent to "
+            "servers as `server_tile_budget` says, and used to rebuild a server's resize; "
+            "`None` leaves the processor's own (servers: the released checkpoints', 3,136 for "
+            "Qwen2.5-VL, 65,536 for Qwen3-VL).",
+            "cli": {"flag": "--min-pixels", "type": int, "min": 1, "metavar": "PIXELS"},
+        },
+    )
+    qwen_max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "description": "Qwen pixel budget: the most pixels the processor resizes an image "
+            "to, the analogue of `max_patches` (each step records its view's size and visual "
+            "tokens; a budget that leaves a large image's first view under 1,000 px on its "
+            "long side is warned about). `None` leaves the processor's own (servers: "
+            "12,845,056 for Qwen2.5-VL, 16,777,216 for Qwen3-VL).",
+            "cli": {"flag": "--max-pixels", "type": int, "min": 1, "metavar": "PIXELS"},
+        },
+    )
+    accept_inverted_boxes: bool = field(
+        default=True,
+        metadata={
+            "description": "Swap a box's inverted corners (x2 < x1 or y2 < y1); `False` refuses "
+            "such boxes (no zoom), as the official code does."
+        },
+    )
+    box_parser: ParserMode = field(
+        default="ours",
+        metadata={
+            "description": "How boxes are read from a localize reply. `ours`: every labelled or "
+            "bracketed box, its frame detected (`agent.regions`). `official`: the official "
+            "parser: the last `Bounding box` / `bbox` labelled box, unsigned numbers clamped to "
+            "0–1, corners not in order → no zoom, its crop padded as the official `expand_bbox` "
+            "(then `padding` must be 0)."
+        },
+    )
+    answer_parser: ParserMode = field(
+        default="ours",
+        metadata={
+            "description": "How answer letters are read. `ours`: the last labelled answer, "
+            "offered letters only. `official`: the first `Answer:` (localize) or `Rechecked "
+            "Answer:` (refine) letter, any of A–E."
+        },
+    )
+    question_text: QuestionText = field(
+        default="ours",
+        metadata={
+            "description": "What `zoom-refine eval` passes as the question. `ours`: the "
+            "benchmark's question, its options passed apart (the prompt set lays them out). "
+            "`official`: the benchmark's whole prompt (question, choices, instruction) as the "
+            "official data conversion stored it, one phrase removed; options still go with it, "
+            "for the parsers."
+        },
+    )
+    keep_answer_on_refine_failure: bool = field(
+        default=False,
+        metadata={
+            "description": "A refine call that raises (out of memory on the two-image call, a "
+            "server error) keeps the first answer and ends the sample (stop reason "
+            "`refine_failed`, not retried), as the official code does; user errors still fail "
+            "the sample. `False` (ours) records the sample as an error, so a failure is never "
+            "mistaken for a re-checked answer (the `official` preset sets `True`)."
+        },
+    )
+    reuse_prefix: bool = field(
+        default=True,
+        metadata={
+            "description": "`hf:` models: refine reuses the localize call's key/value cache and "
+            "encodes only the crop (same replies, less work); `False` re-encodes the whole "
+            "conversation, as the official code does. Servers cache prefixes themselves; a ready "
+            "model object keeps its own setting."
+        },
+    )
+    prompt_style: PromptStyle = field(
+        default="paper",
+        metadata={
+            "description": "`paper`: boxes asked as fractions 0–1; `internvl`: InternVL's "
+            "`<box>[[…]]</box>` in 0–1000.",
+            "cli": {},
+        },
+    )
+    prompts: PromptSetSource = field(
+        default=None,
+        metadata={
+            "description": "The prompt set every text the model is shown comes from: `None` = "
+            "ours (`agent/prompt_sets/default.toml`), a prompt-set TOML file (docs/prompts.md; "
+            "`zoom-refine prompts from-official` writes one from the official code), or a loaded "
+            "`PromptSet`. Checked when the context is made.",
+            "cli": {"type": Path | None, "metavar": "FILE"},
+        },
+    )
+    max_hops: int = field(
+        default=1,
+        metadata={
+            "description": "Most crops per question; 1 = the paper (localize, crop, refine: two "
+            "model calls). `--method agent`: most zoom tool calls per question, then one final "
+            "turn without tools.",
+            "range": (1, MAX_HOPS_LIMIT),
+            "cli": {},
+        },
+    )
+    tool_convention: ToolConventionName = field(
+        default="crop",
+        metadata={
+            "description": "`--method agent`: the zoom tool offered: `crop` (ours: image id, "
+            "box, box_format), `qwen3_vl` (Qwen-Agent's `image_zoom_in_tool`, 0–1000 of image "
+            "`img_idx`), `deepeyes` (`bbox_2d` in pixels of the original as shown), `mini_o3` "
+            "(`<grounding>`, 0–1 of `source`); docs/agent.md.",
+            "cli": {"panel": "agent"},
+        },
+    )
+    tool_call_format: ToolCallFormat = field(
+        default="auto",
+        metadata={
+            "description": "`--method agent`: how tools are offered and calls arrive. `openai`: "
+            "bound with `bind_tools`, the server parses calls (vLLM `--enable-auto-tool-choice "
+            "--tool-call-parser hermes`); `text`: the tool in the system turn, calls read from "
+            "`<tool_call>` text; `auto`: for `hf:` models, the checkpoint's own chat template "
+            "renders the tools when it has a tools section (as vLLM does; each step records "
+            "`tool_prompt`), else `text`; `text` for chat models without `bind_tools`; else "
+            "`openai`. A reply with no parsed calls is searched for text calls.",
+            "cli": {"panel": "agent"},
+        },
+    )
+    tool_images: ToolImages = field(
+        default="user",
+        metadata={
+            "description": "`--method agent` with `openai` calls: where crop images go: `user`, "
+            "in a user message after the tool result (OpenAI's API accepts images only there); "
+            "`tool`, inside the tool message (vLLM 0.32 accepts both).",
+            "cli": {"panel": "agent"},
+        },
+    )
+    max_regions: int = field(
+        default=1,
+        metadata={
+            "description": "Most boxes (hence crops) per localize step; 1 = the paper (one box; "
+            "extra boxes ignored). Above 1: the prompt allows that many, crops that overlap "
+            "heavily merge (`region_merge_iou`), refine sees every crop in order, and zooming "
+            "again looks inside the last crop.",
+            "range": (1, MAX_REGIONS_LIMIT),
+            "cli": {},
+        },
+    )
+    region_merge_iou: float = field(
+        default=0.3,
+        metadata={
+            "description": "With `max_regions` above 1: two regions merge into their union when "
+            "their padded crops (in original pixels) have an IoU above this, or share at least "
+            "half of the smaller crop.",
+            "range": (0.0, 1.0),
+        },
+    )
+    confidence_threshold: float = field(
+        default=0.7,
+        metadata={
+            "description": "After a refine, zoom again (if hops remain) while the stated "
+            "confidence is below this; a reply with no confidence counts as sure.",
+            "range": (0.0, 1.0),
+            "cli": {},
+        },
+    )
+    always_zoom: bool = field(
+        default=False,
+        metadata={
+            "description": "Zoom again after every refine until `max_hops`, whatever the "
+            "confidence: one run records every hop's answer and confidence, so any threshold "
+            "and hop limit can be replayed from it without a model call (`zoom-refine replay`).",
+            "cli": {},
+        },
+    )
+    confidence_source: Literal["verbal", "token"] = field(
+        default="verbal",
+        metadata={
+            "description": "Where confidence comes from: the number the model states (`verbal`), "
+            "or the probability of the answer letter it wrote (`token`: the local backend, or a "
+            "server that returns logprobs; `verbal` when none come back)."
+        },
+    )
+    max_new_tokens: int = field(
+        default=512,
+        metadata={
+            "description": "Reply length limit, in tokens, for models loaded from a spec "
+            "(ignored for a ready model object)."
+        },
+    )
+    max_patches: int | None = field(
+        default=12,
+        metadata={
+            "description": "InternVL tile budget per image: up to this many 448-px tiles plus a "
+            "thumbnail (the paper's setting), for `hf:` models, and for servers as "
+            "`server_tile_budget` says; `None` (CLI: 0) leaves the processor's own setting.",
+            "cli": {"type": int, "min": 0},
+        },
+    )
+    server_tile_budget: TileBudgetField = field(
+        default="none",
+        metadata={
+            "description": "How to send `max_patches` and the Qwen pixel budget "
+            "(`qwen_min_pixels`, `qwen_max_pixels`) to a server with each request: "
+            "`transformers` (`transformers serve`: `chat_template_kwargs.processor_kwargs`), "
+            "`vllm` (`mm_processor_kwargs`; the server needs `--trust-request-mm-kwargs`, "
+            "docs/vllm.md), or `none` (the server's own setting; some servers reject unknown "
+            "fields).",
+            "cli": {},
+        },
+    )
+    request_timeout: float = field(
+        default=120.0,
+        metadata={
+            "description": "Seconds before a request to a server (`openai:` specs) times out; "
+            "timeouts, refused connections and 5xx are retried (3 attempts, backoff), then the "
+            "sample fails.",
+            "cli": {},
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,6 +337,14 @@ class ZoomContext(ImageSettings):
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise InvalidInputError(
                 f"confidence_threshold must be within 0..1, got {self.confidence_threshold}"
+            )
+        for name in ("qwen_min_pixels", "qwen_max_pixels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be a positive pixel count or None")
+        low, high = self.qwen_min_pixels, self.qwen_max_pixels
+        if low is not None and high is not None and low > high:
+            raise InvalidInputError(
+                f"qwen_min_pixels ({low:,}) must not exceed qwen_max_pixels ({high:,})"
             )
         if self.box_parser == "official" and self.padding != 0:
             raise InvalidInputError(PADDED_TWICE)
@@ -234,6 +376,8 @@ class ZoomContext(ImageSettings):
             "request_timeout": self.request_timeout,
             "server_tile_budget": self.server_tile_budget,
             "reuse_prefix": self.reuse_prefix,
+            "min_pixels": self.qwen_min_pixels,
+            "max_pixels": self.qwen_max_pixels,
         }
 
     def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
@@ -242,15 +386,10 @@ class ZoomContext(ImageSettings):
         resolved and loaded (`graphs.calls.resolve_model`, before any view is made); for a
         server, derived from `model_family` and the settings we send or document (`max_patches`
         with a `server_tile_budget`, `qwen_min_pixels`/`qwen_max_pixels`)."""
-        from zoom_refine.agent.local.model import LocalVisionChatModel
-        from zoom_refine.agent.models import loaded_chat_model
-
-        model = self.model
-        if isinstance(model, str) and _is_in_process(model):
-            model = loaded_chat_model(model, **self.model_settings()) or model
-        if isinstance(model, LocalVisionChatModel):
-            return model.input_size(region_size, load=False)
-        if self.model_family == "auto" or _is_in_process(model):
+        local = self._loaded_local_model()
+        if local is not None:
+            return local.input_size(region_size, load=False)
+        if self.model_family == "auto" or _is_in_process(self.model):
             return None
         return processor_input_size(
             self.model_family,
@@ -259,6 +398,25 @@ class ZoomContext(ImageSettings):
             qwen_min_pixels=self.qwen_min_pixels,
             qwen_max_pixels=self.qwen_max_pixels,
         )
+
+    def visual_tokens(self, input_size: tuple[int, int], family: Family) -> int | None:
+        """Visual tokens an image costs once the processor has made it `input_size` (pixels):
+        a loaded local model counts with its own processor's settings; otherwise the rule of
+        `family` (`agent.families.visual_tokens`)."""
+        local = self._loaded_local_model()
+        if local is not None:
+            return local.visual_tokens(input_size)
+        return visual_tokens(family, input_size)
+
+    def _loaded_local_model(self) -> LocalVisionChatModel | None:
+        """The in-process model this context names, if it is one and loaded (never loads)."""
+        from zoom_refine.agent.local.model import LocalVisionChatModel
+        from zoom_refine.agent.models import loaded_chat_model
+
+        model = self.model
+        if isinstance(model, str) and _is_in_process(model):
+            model = loaded_chat_model(model, **self.model_settings()) or model
+        return model if isinstance(model, LocalVisionChatModel) else None
 
     def stop_reason(
         self, confidence: float | None, hop: int
@@ -314,3 +472,43 @@ def _is_in_process(model: str | BaseChatModel) -> bool:
     if isinstance(model, str):
         return model.startswith("hf:")
     return isinstance(model, LocalVisionChatModel)
+
+
+def setting_fields() -> list[Field[Any]]:
+    """ZoomContext's fields in the order they are documented: its own first, as declared, then
+    the image settings it inherits."""
+    inherited = {item.name for item in fields(ImageSettings)}
+    every = fields(ZoomContext)
+    return [item for item in every if item.name not in inherited] + [
+        item for item in every if item.name in inherited
+    ]
+
+
+def range_text(bounds: tuple[float | None, float | None]) -> str:
+    """A field's accepted range in words: `1..8`, `0..1`, `min 28`."""
+    low, high = bounds
+    if high is None:
+        return f"min {low:g}"
+    if low is None:
+        return f"max {high:g}"
+    return f"{low:g}..{high:g}"
+
+
+def settings_table() -> str:
+    """README's configuration table, one row per field: name, default (and accepted range), the
+    field's description, and its command-line option when it has one."""
+    rows = ["| field | default | what it controls |", "| --- | --- | --- |"]
+    for item in setting_fields():
+        default = item.default
+        shown = f"`{default}`" if isinstance(default, str) else f"`{default!r}`"
+        if "range" in item.metadata:
+            shown += f" ({range_text(item.metadata['range'])})"
+        text = item.metadata["description"]
+        cli = item.metadata.get("cli")
+        if cli is not None:
+            flag = cli.get("flag") or f"--{item.name.replace('_', '-')}"
+            text += f" CLI: `{flag}`."
+            if cli.get("suffix"):
+                text += f" {cli['suffix']}"
+        rows.append(f"| `{item.name}` | {shown} | {text.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"

@@ -31,6 +31,23 @@ QWEN_PATCH_FACTOR = 28
 QWEN3_PATCH_FACTOR = 32
 """Qwen3-VL resizes so both sides are multiples of 16-px patches × 2×2 merge = 32 px."""
 QWEN_FACTORS: dict[Family, int] = {"qwen2_5_vl": QWEN_PATCH_FACTOR, "qwen3_vl": QWEN3_PATCH_FACTOR}
+QWEN_RELEASED_PIXELS: dict[Family, tuple[int, int]] = {
+    "qwen2_5_vl": (3136, 12_845_056),
+    "qwen3_vl": (65_536, 16_777_216),
+}
+"""(min, max) pixel counts of the released checkpoints' processors (`min_pixels`/`max_pixels`,
+Qwen3-VL's `size` shortest/longest_edge): what a server uses when it is sent no budget."""
+INTERNVL_TOKENS_PER_TILE = 256
+"""InternVL: a 448-px tile becomes 256 visual tokens (pixel shuffle 0.5 of 32×32 patches)."""
+STARVED_LONG_SIDE = 1000
+"""A first view under this many pixels on its long side ..."""
+LARGE_IMAGE_SIDE = 3000
+"""... of an image over this many on its long side has lost the detail the method is for: warn."""
+BUDGET_STARVED = (
+    "the pixel budget shows this {image_width}x{image_height} image to the model at "
+    "{view_width}x{view_height} (long side under {floor} px): small details are lost before any "
+    "zoom; raise --max-pixels (a low max_pixels has cost Qwen3-VL-8B 31 points on HR-Bench 4K)"
+)
 
 
 def family_from_model_type(model_type: str | None) -> Family:
@@ -85,8 +102,8 @@ def processor_input_size(
     size: tuple[int, int],
     *,
     max_patches: int | None,
-    qwen_min_pixels: int,
-    qwen_max_pixels: int,
+    qwen_min_pixels: int | None,
+    qwen_max_pixels: int | None,
     min_patches: int = 1,
     tile: int = INTERNVL_TILE,
     qwen_factor: int | None = None,
@@ -105,10 +122,49 @@ def processor_input_size(
         )
     if family in QWEN_FACTORS:
         factor = qwen_factor or QWEN_FACTORS[family]
+        low, high = qwen_pixel_budget(family, qwen_min_pixels, qwen_max_pixels)
         return stable_input_size(
-            lambda s: qwen_resized_size(
-                s, min_pixels=qwen_min_pixels, max_pixels=qwen_max_pixels, factor=factor
-            ),
+            lambda s: qwen_resized_size(s, min_pixels=low, max_pixels=high, factor=factor),
             size,
         )
     return None
+
+
+def qwen_pixel_budget(
+    family: Family, min_pixels: int | None, max_pixels: int | None
+) -> tuple[int, int]:
+    """(min, max) pixel counts of a Qwen processor: the ones given, else the released
+    checkpoints' (`QWEN_RELEASED_PIXELS`)."""
+    released_min, released_max = QWEN_RELEASED_PIXELS.get(
+        family, QWEN_RELEASED_PIXELS["qwen2_5_vl"]
+    )
+    return (min_pixels or released_min, max_pixels or released_max)
+
+
+def visual_tokens(
+    family: Family,
+    input_size: tuple[int, int],
+    *,
+    tile: int = INTERNVL_TILE,
+    tokens_per_tile: int = INTERNVL_TOKENS_PER_TILE,
+    qwen_factor: int | None = None,
+) -> int | None:
+    """Visual tokens an image costs once its processor has made it `input_size` (width, height in
+    pixels): Qwen, one token per `factor`×`factor` px (patches merged 2×2); InternVL, 256 per
+    448-px tile of its canvas plus a thumbnail tile when there are several. None for families
+    whose rule we do not know."""
+    width, height = input_size
+    if family in QWEN_FACTORS:
+        factor = qwen_factor or QWEN_FACTORS[family]
+        return (width // factor) * (height // factor)
+    if family == "internvl":
+        tiles = (width // tile) * (height // tile)
+        return (tiles + (1 if tiles > 1 else 0)) * tokens_per_tile
+    return None
+
+
+def starved_view(image_size: tuple[int, int], view_size: tuple[int, int]) -> bool:
+    """True when a first view of `view_size` shows an image of `image_size` (both pixels) so
+    small that the method cannot recover: long side under `STARVED_LONG_SIDE` for an image over
+    `LARGE_IMAGE_SIDE`."""
+    return max(image_size) > LARGE_IMAGE_SIDE and max(view_size) < STARVED_LONG_SIDE

@@ -73,7 +73,7 @@ API_KEY_ENV = "OPENAI_API_KEY"
 ServerUrls = str | tuple[str, ...] | None
 """`base_url`: one server URL, several (replicas of one model, see `agent.replicas`), or none."""
 
-_ModelKey = tuple[str, ServerUrls, int, int | None, float, str, bool]
+_ModelKey = tuple[str, ServerUrls, int, int | None, float, str, bool, int | None, int | None]
 _CACHE: LruMap[_ModelKey, BaseChatModel] = LruMap(capacity=64)
 """Chat models by spec and settings (a few objects each; weights live in the local backend's
 own cache, `agent.local.backend`)."""
@@ -88,6 +88,8 @@ def load_chat_model(
     request_timeout: float = 120.0,
     server_tile_budget: str = "none",
     reuse_prefix: bool = True,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> BaseChatModel:
     """The chat model for `spec`, created once per process and argument set.
 
@@ -96,7 +98,7 @@ def load_chat_model(
     """
     key = (
         spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
-        reuse_prefix,
+        reuse_prefix, min_pixels, max_pixels,
     )  # fmt: skip
     return _CACHE.get_or_create(key, lambda: _create(*key))
 
@@ -110,12 +112,14 @@ def loaded_chat_model(
     request_timeout: float = 120.0,
     server_tile_budget: str = "none",
     reuse_prefix: bool = True,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> BaseChatModel | None:
     """The chat model `load_chat_model` made for these arguments, or None if it has not (never
     creates one)."""
     key = (
         spec, base_url, max_new_tokens, max_patches, request_timeout, server_tile_budget,
-        reuse_prefix,
+        reuse_prefix, min_pixels, max_pixels,
     )  # fmt: skip
     return _CACHE.get(key)
 
@@ -128,6 +132,8 @@ def _create(
     request_timeout: float,
     server_tile_budget: str,
     reuse_prefix: bool = True,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> BaseChatModel:
     check_model_spec(spec, base_url)
     provider, _, name = spec.partition(":")
@@ -139,9 +145,13 @@ def _create(
             max_new_tokens=max_new_tokens,
             max_patches=max_patches,
             reuse_prefix=reuse_prefix,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
         )
     if provider == "openai":
-        extra_body = server_tile_budget_body(server_tile_budget, max_patches)
+        extra_body = server_tile_budget_body(
+            server_tile_budget, max_patches, min_pixels=min_pixels, max_pixels=max_pixels
+        )
         if isinstance(base_url, tuple):  # several servers of this model: one client each
             from zoom_refine.agent.replicas import ReplicaChatModel
 
@@ -311,8 +321,15 @@ def use_api_key(key: str | None) -> None:
         os.environ[API_KEY_ENV] = key
 
 
-def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, Any] | None:
-    """The request-body fields that carry an InternVL tile budget to a given server.
+def server_tile_budget_body(
+    field: str,
+    max_patches: int | None,
+    *,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> dict[str, Any] | None:
+    """The request-body fields that carry an InternVL tile budget and a Qwen pixel budget
+    (`min_pixels`/`max_pixels`, pixel counts) to a given server.
 
     vLLM (`mm_processor_kwargs`, accepted only by a server started with
     `--trust-request-mm-kwargs`) passes each key to the checkpoint's processor and drops, with a
@@ -320,17 +337,24 @@ def server_tile_budget_body(field: str, max_patches: int | None) -> dict[str, An
     `max_patches` is read by `-hf` checkpoints (`InternVLForConditionalGeneration`, served by
     vLLM's `interns1` model with transformers' GotOcr2 image processor), `max_dynamic_patch` by
     the original format (`InternVLChatModel`, vLLM's own `InternVLProcessor`). Both count tiles
-    without the thumbnail.
+    without the thumbnail. Qwen2.5-VL's and Qwen3-VL's image processors read `min_pixels` and
+    `max_pixels`; other processors drop them.
     """
-    if max_patches is None or field == "none":
+    budget: dict[str, int] = {}
+    if max_patches is not None:
+        budget["max_patches"] = max_patches
+    if min_pixels:
+        budget["min_pixels"] = min_pixels
+    if max_pixels:
+        budget["max_pixels"] = max_pixels
+    if not budget or field == "none":
         return None
     if field == "transformers":
-        images_kwargs = {"images_kwargs": {"max_patches": max_patches}}
-        return {"chat_template_kwargs": {"processor_kwargs": images_kwargs}}
+        return {"chat_template_kwargs": {"processor_kwargs": {"images_kwargs": budget}}}
     if field == "vllm":
-        return {
-            "mm_processor_kwargs": {"max_patches": max_patches, "max_dynamic_patch": max_patches}
-        }
+        if max_patches is not None:
+            budget["max_dynamic_patch"] = max_patches
+        return {"mm_processor_kwargs": budget}
     raise InvalidInputError(f"server_tile_budget must be none, transformers or vllm; got {field!r}")
 
 

@@ -10,8 +10,10 @@ does not use are ignored, a value it uses but was not given is a bug and raises 
 lists the ones a template uses; `PromptSet.source` (the file's path, or `default`) and
 `PromptSet.sha256` (a hash of the template texts, not the file bytes) identify the set in run
 records. `PromptSet.check_usable(prompt_style, max_hops, max_regions)` says (by raising) whether
-the set has every template those settings will render. `agent.prompts` builds each turn from a set
-(and computes the placeholder values); the graph takes the set from `ZoomContext.prompts`.
+the set has every template those settings will render. `PromptSet.agent_text(name, **values)`
+fills one of the agent graph's texts (`AGENT_TEXTS`). `agent.prompts` builds each turn from a set
+(and computes the placeholder values), `agent.tool_conventions` the agent graph's; the graphs take
+the set from `ZoomContext.prompt_set`.
 
 File format (docs/prompts.md has the long version)::
 
@@ -20,6 +22,8 @@ File format (docs/prompts.md has the long version)::
     localize = '''
     {question_block}
     ...'''
+    [agent.zoom_hint]          # optional: the agent graph's texts (`AGENT_TEXTS`)
+    crop = "Zoom with crop, at most {limit} times."
 
 Templates use `{name}` placeholders; a literal brace is written `{{` or `}}`. A newline right
 after the opening `'''` is dropped by TOML. Images are never placed by a template: every turn's
@@ -51,6 +55,11 @@ template may use only the placeholders listed for it, and the turn templates tha
   `multi_box_instructions_<style>` (style `paper` or `internvl`, from `ZoomContext.prompt_style`)
   → `{box_instructions}` (`{image}`, and `{regions}` in the multi variant).
 
+Agent texts (`[agent]`, optional, each text on its own): the model-driven graph's wording, per
+tool convention where it differs (`AGENT_TEXTS`, placeholders `AGENT_PLACEHOLDERS`). Every text a
+set leaves out is ours (the default set's `[agent]` table), so a set written for the Zoom-Refine
+graph alone (the official one) runs the agent graph with our agent wording.
+
 Placeholder values: `{question}` the question text, stripped (under the `official` preset, the
 benchmark's whole prompt); `{options}` the options as lines `A. text` (empty for an open
 question); `{regions}` `max_regions`; `{count}` the number of crops shown; `{previous_answer}`
@@ -69,6 +78,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from zoom_refine.tools.errors import InvalidInputError
@@ -191,7 +201,64 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
 """Placeholders rendered from other templates: a set that uses one must define those templates
 (`{box_instructions}` depends on the prompt style and is checked by `check_usable`)."""
 
-TOP_LEVEL_KEYS = ("description", "templates")
+AGENT_CONVENTIONS = ("crop", "qwen3_vl", "deepeyes", "mini_o3")
+"""The tool conventions with their own agent texts (`agent.tool_conventions.TOOL_CONVENTIONS`,
+held equal by a test: this module cannot import that one, which imports it)."""
+
+ANSWER_STYLES = ("label", "tag")
+"""How a convention asks for the final answer (`agent.tool_conventions.AnswerStyle`)."""
+
+AGENT_PLACEHOLDERS: dict[str, str] = {
+    "tools": "the tool's signature as JSON, in OpenAI's function format",
+    "limit": "the zoom budget: the most zoom calls per question (`max_hops`)",
+    "answer_hint": PLACEHOLDERS["answer_hint"],
+    "answer_format": "`answer_format.<style>` of the run's tool convention, rendered",
+    "action": "the zoom call's number in the run, from 1",
+    "number": "the crop's number k (its view is `img<k>`, the model's `observation_<k>`)",
+    "message": "why the zoom call failed or was refused",
+}
+"""Every placeholder an agent text may use, with what it is replaced by."""
+
+AGENT_TEXTS: dict[str, TemplateSpec] = {
+    "tools_system": TemplateSpec(
+        frozenset({"tools"}),
+        needs_one_of=("tools",),
+        doc="system turn when calls are written as text (not mini_o3): the tool's signature",
+    ),
+    "mini_o3_system": TemplateSpec(frozenset(), doc="the mini_o3 convention's system turn"),
+    **{
+        f"zoom_hint.{name}": TemplateSpec(
+            frozenset({"limit"}), doc=f"after the question, under tool_convention={name}"
+        )
+        for name in AGENT_CONVENTIONS
+    },
+    **{
+        f"answer_format.{style}": TemplateSpec(
+            frozenset({"answer_hint"}), doc=f"how the final answer is asked for ({style} style)"
+        )
+        for style in ANSWER_STYLES
+    },
+    "final": TemplateSpec(
+        frozenset({"limit", "answer_format"}), doc="the last turn once the zoom budget is spent"
+    ),
+    **{
+        f"result_hint.{name}": TemplateSpec(
+            frozenset(), doc=f"after each crop result under tool_convention={name} (empty: none)"
+        )
+        for name in AGENT_CONVENTIONS
+    },
+    "observation": TemplateSpec(
+        frozenset({"action", "number"}), doc="mini_o3: the line before each crop"
+    ),
+    "error": TemplateSpec(
+        frozenset({"message"}), needs_one_of=("message",), doc="a failed or refused zoom call"
+    ),
+}
+"""The agent graph's texts, named as in the `[agent]` table (`zoom_hint.crop` is `crop` in
+`[agent.zoom_hint]`). Each is optional in a file: one left out is ours."""
+
+AGENT_TABLE = "agent"
+TOP_LEVEL_KEYS = ("description", "templates", AGENT_TABLE)
 
 NO_FILE = "prompt set {path}: no such file; pass a prompt-set TOML file (docs/prompts.md)"
 UNREADABLE = "prompt set {path}: cannot be read ({reason})"
@@ -205,13 +272,18 @@ UNKNOWN_PLACEHOLDER = (
 MISSING_TEMPLATE = "prompt set {path}: no template {name!r}, which {why}; add it to [templates]"
 TOO_LARGE = "prompt set {path}: {size} bytes; a prompt set is a few kB (at most 1 MiB is read)"
 TOO_NESTED = (
-    "prompt set {path}: not valid TOML: nested too deeply (a prompt set is one [templates] "
-    "table of strings)"
+    "prompt set {path}: not valid TOML: nested too deeply (a prompt set is a [templates] and "
+    "an [agent] table of strings)"
 )
 MAX_BYTES = 1 << 20
 """Largest prompt-set file read, in bytes."""
 BOM = "\ufeff"
 """A UTF-8 byte order mark, as some editors begin a file with: skipped (TOML does not allow it)."""
+
+
+def _our_agent_texts() -> dict[str, str]:
+    """A copy of `default_agent_texts()` (a set's own mapping)."""
+    return dict(default_agent_texts())
 
 
 @dataclass(frozen=True)
@@ -227,12 +299,23 @@ class PromptSet:
     description: str = ""
     """The file's optional one-line description."""
 
+    agent: Mapping[str, str] = field(default_factory=_our_agent_texts)
+    """The agent graph's texts by `AGENT_TEXTS` name, every one: the file's, ours for the rest."""
+
     sha256: str = field(init=False)
-    """SHA-256 (hex) of the templates as JSON, sorted by name: equal texts, equal hash, whatever
-    the file's layout or path."""
+    """SHA-256 (hex) of the templates as JSON, sorted by name, and of the agent texts that differ
+    from ours: equal texts, equal hash, whatever the file's layout or path. Agent texts count only
+    where they differ, so a set hashes as it did before they were part of sets (and its run
+    folders still resume)."""
 
     def __post_init__(self) -> None:
-        canonical = json.dumps(dict(sorted(self.templates.items())), ensure_ascii=False)
+        templates = dict(sorted(self.templates.items()))
+        ours = default_agent_texts()
+        changed = {
+            name: text for name, text in sorted(self.agent.items()) if ours.get(name) != text
+        }
+        document = {"templates": templates, "agent": changed} if changed else templates
+        canonical = json.dumps(document, ensure_ascii=False)
         object.__setattr__(self, "sha256", hashlib.sha256(canonical.encode()).hexdigest())
 
     def __hash__(self) -> int:  # `templates` is a dict: hash what identifies the set
@@ -256,6 +339,17 @@ class PromptSet:
                 MISSING_TEMPLATE.format(path=self.source, name=name, why="this run renders")
             )
         return text.format_map(_Strict(values))
+
+    def agent_text(self, name: str, **values: object) -> str:
+        """Agent text `name` (`AGENT_TEXTS`) with its placeholders filled from `values` (extra
+        values ignored; a missing one is a caller bug, KeyError)."""
+        return self.agent[name].format_map(_Strict(values))
+
+    def fragments_or_ours(self, *names: str) -> PromptSet:
+        """This set when it defines every fragment in `names`, else ours: the agent graph renders
+        the question and answer hint through these fragments, which a set written for the
+        Zoom-Refine graph alone (the official one) may leave out."""
+        return self if all(name in self.templates for name in names) else default_prompt_set()
 
     def check_usable(self, prompt_style: PromptStyle, max_hops: int, max_regions: int) -> None:
         """Raise InvalidInputError when a run with these settings would render a template (or a
@@ -322,8 +416,24 @@ def load_prompt_set(source: PromptSetSource = None) -> PromptSet:
 @cache
 def default_prompt_set() -> PromptSet:
     """Our own wording (`agent/prompt_sets/default.toml`), loaded once."""
+    return parse_prompt_set(_default_text(), DEFAULT_SOURCE)
+
+
+@cache
+def default_agent_texts() -> Mapping[str, str]:
+    """Our agent texts (the default set's `[agent]` table): what every set's missing ones are."""
+    data = tomllib.loads(_default_text())
+    texts = _agent_texts(DEFAULT_SOURCE, data.get(AGENT_TABLE))
+    missing = sorted(set(AGENT_TEXTS) - set(texts))
+    if missing:  # our file's bug, never a user's
+        raise AssertionError(f"the default prompt set lacks the agent texts {missing}")
+    return MappingProxyType(texts)
+
+
+@cache
+def _default_text() -> str:
     resource = resources.files("zoom_refine.agent").joinpath(*DEFAULT_RESOURCE)
-    return parse_prompt_set(resource.read_text(encoding="utf-8"), DEFAULT_SOURCE)
+    return resource.read_text(encoding="utf-8")
 
 
 def parse_prompt_set(text: str, source: str) -> PromptSet:
@@ -360,14 +470,41 @@ def parse_prompt_set(text: str, source: str) -> PromptSet:
                     raise InvalidInputError(
                         MISSING_TEMPLATE.format(path=source, name=fragment, why=why)
                     )
-    return PromptSet(source=source, templates=templates, description=description)
+    agent = {**default_agent_texts(), **_agent_texts(source, data.get(AGENT_TABLE))}
+    return PromptSet(source=source, templates=templates, description=description, agent=agent)
 
 
-def _checked(source: str, name: str, value: object) -> str:
-    """One template's text, image marker stripped, or InvalidInputError naming what is wrong."""
-    spec = TEMPLATES.get(name)
+def _agent_texts(source: str, table: object) -> dict[str, str]:
+    """The `[agent]` table's texts by `AGENT_TEXTS` name (sub-tables flattened: `zoom_hint.crop`),
+    each checked; empty when the file has none."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        problem = f"{AGENT_TABLE} must be a table"
+        raise InvalidInputError(BAD_LAYOUT.format(path=source, problem=problem))
+    texts: dict[str, str] = {}
+    for key, value in table.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, text in items:
+            name = key if sub is None else f"{key}.{sub}"
+            texts[name] = _checked(source, name, text, AGENT_TEXTS, f"{AGENT_TABLE}.")
+    return texts
+
+
+def _checked(
+    source: str,
+    name: str,
+    value: object,
+    specs: Mapping[str, TemplateSpec] = TEMPLATES,
+    prefix: str = "",
+) -> str:
+    """One template's text, image marker stripped, or InvalidInputError naming what is wrong
+    (`specs`: TEMPLATES or AGENT_TEXTS; `prefix` goes before `name` in the message)."""
+    spec = specs.get(name)
+    name = prefix + name
     if spec is None:
-        problem = f"unknown template name (known: {', '.join(TEMPLATES)})"
+        known = ", ".join(prefix + known for known in specs)
+        problem = f"unknown template name (known: {known})"
         raise InvalidInputError(BAD_TEMPLATE.format(path=source, name=name, problem=problem))
     if not isinstance(value, str):
         problem = f"must be a string, got a TOML {type(value).__name__}"

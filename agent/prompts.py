@@ -5,11 +5,15 @@ The wording itself is data (`agent.prompt_set`: a TOML file of templates; ours i
 options, answer hint, box instructions, …) and renders the turn's template from the set the run
 uses (`ZoomContext.prompt_set`; the default set when none is given). Only the values a template
 uses are computed, so a set may leave out fragments it never refers to.
+
+`option_lines` and `question_block` are the one renderer of options and questions: the agent
+graph's turns (`agent.tool_conventions`) and the benchmark prompts (`evals.prompts`, with their
+own line format) go through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from zoom_refine.agent.prompt_set import PromptSet, PromptStyle, default_prompt_set
 
@@ -17,6 +21,7 @@ __all__ = [
     "PromptStyle",
     "answer_hint",
     "baseline_prompt",
+    "dotted_option",
     "localize_prompt",
     "option_lines",
     "question_block",
@@ -26,9 +31,17 @@ __all__ = [
 ]
 
 
-def option_lines(options: Mapping[str, str] | None) -> str:
-    """The `{options}` value: one `A. text` line per option; empty without options."""
-    return "\n".join(f"{letter}. {text}" for letter, text in (options or {}).items())
+def dotted_option(letter: str, text: str) -> str:
+    """One option as our prompts and VLMEvalKit's write it: `A. text`."""
+    return f"{letter}. {text}"
+
+
+def option_lines(
+    options: Mapping[str, str] | None, line: Callable[[str, str], str] = dotted_option
+) -> str:
+    """The `{options}` value: one line per option (`line(letter, text)`, default `A. text`),
+    joined by newlines, no newline after the last; empty without options."""
+    return "\n".join(line(letter, text) for letter, text in (options or {}).items())
 
 
 def question_block(

@@ -43,7 +43,7 @@ from typing import Any
 from langchain_core.messages import ToolCall
 
 from zoom_refine.agent.context import ZoomContext
-from zoom_refine.agent.families import Family, qwen_resized_size
+from zoom_refine.agent.families import Family, qwen_pixel_budget, qwen_resized_size
 from zoom_refine.agent.parsing import RawBox, parse_boxes, parse_official_box
 from zoom_refine.tools.boxes import BoxFrame, FloatBox, box_norm1_to_pixels, box_to_pixels
 from zoom_refine.tools.crop import merge_overlapping_pixel_boxes
@@ -298,11 +298,8 @@ def pixel_frame_size(
         return processed_size
     if family == "qwen2_5_vl":
         try:
-            return qwen_resized_size(
-                view.shown_size,
-                min_pixels=context.qwen_min_pixels,
-                max_pixels=context.qwen_max_pixels,
-            )
+            low, high = qwen_pixel_budget(family, context.qwen_min_pixels, context.qwen_max_pixels)
+            return qwen_resized_size(view.shown_size, min_pixels=low, max_pixels=high)
         except ValueError:  # the processor refuses aspect ratios over 200: it never resized
             return view.shown_size
     return view.shown_size

@@ -106,6 +106,16 @@ class StepRecord(TypedDict):
     prompt showed (the results of the previous turn's calls)."""
     tool_calls: NotRequired[list[ToolCallRecord]]
     """Agent: every zoom call of this reply, as read (run, or refused with the reason)."""
+    tool_prompt: NotRequired[Literal["chat_template", "ours"]]
+    """Agent: who wrote the tools into the prompt: `chat_template` (the checkpoint's template,
+    through bound tools: a server, or a local template with a tools section) or `ours` (the
+    prompt set's `agent.tools_system` text, calls read from the reply's text)."""
+    view_size: NotRequired[list[int]]
+    """Model calls: [width, height] in pixels of the view (`view`) as the model's processor works
+    on it: the size it reported (local models), else the size its known rule resizes the view
+    to, else the size sent (`agent.view_cost`)."""
+    visual_tokens: NotRequired[int | None]
+    """Model calls: the visual tokens that view costs (None where the family's rule is unknown)."""
     confidence: NotRequired[float | None]
     """Refine: the confidence (0–1) in the answer, when known."""
     confidence_source: NotRequired[str]
@@ -193,3 +203,23 @@ def check_question(question: object) -> str:
     if not isinstance(question, str) or not question.strip():
         raise InvalidInputError(EMPTY_QUESTION)
     return question
+
+
+def refine_failure(
+    views: list[ViewRecord], failed: list[StepRecord], previous: str | None, error: Exception
+) -> dict[str, Any]:
+    """The state update of a refine call that raised, under `keep_answer_on_refine_failure` (the
+    official preset): the previous answer kept, the error in the step's note (`raw` None: no
+    reply), stop reason `refine_failed`."""
+    hop = views[-1]["hop"]
+    note = f"refine call failed ({type(error).__name__}: {error}): keeping the previous answer"
+    step = StepRecord(
+        node="refine", hop=hop, raw=None, view=views[-1]["id"], answer=None, note=note
+    )
+    return {
+        "views": views,
+        "hop": hop,
+        "answer": previous,
+        "steps": [*failed, step],
+        "stop_reason": "refine_failed",
+    }

@@ -47,13 +47,14 @@ NOT_PLAIN = "the arguments cannot be used: {reason}"
 
 
 def uses_text_calls(context: ZoomContext, model: BaseChatModel) -> bool:
-    """Whether tools are offered in the system turn and calls read from text (see
-    `ZoomContext.tool_call_format`): `auto` means text for the local backend and for chat
-    models that cannot bind tools."""
+    """Whether tools are offered in the system turn in our words and calls read from text (see
+    `ZoomContext.tool_call_format`). `auto`: a local model whose chat template has a tools
+    section gets them through its template, as vLLM would render them (one prompt in every
+    backend); a local template without one, and chat models that cannot bind tools, get ours."""
     if context.tool_call_format != "auto":
         return context.tool_call_format == "text"
     if isinstance(model, LocalVisionChatModel):
-        return True
+        return not model.renders_tools
     return type(model).bind_tools is BaseChatModel.bind_tools
 
 

@@ -13,6 +13,10 @@ request to original-image pixels and runs our one crop tool (`tools.crop_tool`).
 | `deepeyes` | `image_zoom_in_tool(bbox_2d, label)`      | pixels of the original as shown (processor-resized)   |
 | `mini_o3`  | `<grounding>{bbox_2d, source}</grounding>` | 0–1 of `source` (`original_image`, `observation_k`)  |
 
+The wording the model reads (system turn, zoom hint, answer format, result hints, errors) is
+the prompt set's `[agent]` table (`agent/prompt_sets/default.toml`, `ZoomContext.prompt_set`);
+this module picks each convention's texts and fills them.
+
 Sources read for the schemas and result formats (public code; our wording throughout):
 Qwen-Agent `qwen_agent/tools/image_zoom_in_qwen3vl.py`, DeepEyes `eval/eval_vstar.py` and
 `verl/workers/agent/envs/mm_process_engine/`, Mini-o3's grounding parser and crop tool.
@@ -29,6 +33,8 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from zoom_refine.agent.prompt_set import FRAGMENTS, PromptSet, default_prompt_set
+from zoom_refine.agent.prompts import answer_hint, question_block
 from zoom_refine.agent.strict_json import shown
 from zoom_refine.agent.tool_calls import GROUNDING_TAG, TOOL_CALL_TAG
 from zoom_refine.agent.tool_images import is_image_block, move_tool_images_to_user
@@ -317,120 +323,85 @@ def tool_convention(name: ToolConventionName) -> ToolConvention:
     return CONVENTIONS[name]
 
 
-# --- what the model is told -------------------------------------------------------------------
-
-TOOLS_SYSTEM = """# Tools
-
-You can call functions to help you answer. Their signatures are inside <tools></tools>:
-<tools>
-{tools}
-</tools>
-
-To call one, write a JSON object with the function name and its arguments inside \
-<tool_call></tool_call> tags:
-<tool_call>
-{{"name": <function-name>, "arguments": <args-json-object>}}
-</tool_call>"""
-
-MINI_O3_SYSTEM = """Answer the question about the image. Think inside <think> and </think> first. \
-When a part of an image is unclear, zoom in on it by writing \
-<grounding>{{"bbox_2d": [x0, y0, x1, y1], "source": "original_image"}}</grounding>, where \
-(x0, y0) is the top-left and (x1, y1) the bottom-right corner of the region relative to the \
-image (its width and height count as 1.0), and source is "original_image" or \
-"observation_<k>" for the k-th zoomed-in image. The zoomed-in image comes back in the next \
-turn. Once you are sure, give the final answer inside <answer> and </answer>."""
-
-ZOOM_HINT: dict[ToolConventionName, str] = {
-    "crop": "If details are too small to see, call the crop tool on the region that matters "
-    "(as often as you need, at most {limit} times); each crop is cut from the original "
-    "high-resolution image.",
-    "qwen3_vl": "If details are too small to see, call image_zoom_in_tool on the region that "
-    "matters (at most {limit} times).",
-    "deepeyes": "Think first, call image_zoom_in_tool when a closer look helps (at most {limit} "
-    "times), then answer, in the form <think>...</think> <tool_call>...</tool_call> (only when "
-    "needed) <answer>...</answer>.",
-    "mini_o3": "You may zoom in at most {limit} times.",
-}
-ANSWER_FORMAT: dict[AnswerStyle, str] = {
-    "label": "When you are sure, end your reply with exactly one line:\nAnswer: <{hint}>",
-    "tag": "Put the final answer, {hint}, inside <answer></answer>.",
-}
-FINAL = (
-    "You have used all {limit} zooms. Do not call a tool again: answer now from the images "
-    "you have. {answer_format}"
-)
-RESULT_HINT: dict[ToolConventionName, str] = {
-    "crop": "",
-    "qwen3_vl": "",
-    "deepeyes": "Think first, call image_zoom_in_tool again if needed, then answer, in the form "
-    "<think>...</think> <tool_call>...</tool_call> (only when needed) <answer>...</answer>.",
-    "mini_o3": "Go on thinking inside <think> and </think>. Zoom in again on the original image "
-    "or any observation with <grounding></grounding> if needed; once you are sure, give the "
-    "final answer inside <answer> and </answer>.",
-}
-CROP_NEXT = "Call crop again to look closer, or reply with your answer."
-OBSERVATION = "Here is the zoomed-in image of action {action} (observation_{number}):"
-ERROR = "Error: {message}"
+# --- what the model is told (the prompt set's [agent] texts) -----------------------------------
 
 
-def question_block(question: str, options: Mapping[str, str] | None) -> str:
-    if not options:
-        return f"Question: {question}"
-    lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-    return f"Question: {question}\nOptions:\n{lines}"
+def answer_format(
+    convention: ToolConvention, options: Mapping[str, str] | None, prompts: PromptSet
+) -> str:
+    """How the final answer is asked for: the convention's answer style, with the answer hint
+    (a letter with options, a short answer without) from the set's fragments, or ours."""
+    hint = answer_hint(options, prompts.fragments_or_ours(*FRAGMENTS["answer_hint"]))
+    return prompts.agent_text(f"answer_format.{convention.answer_style}", answer_hint=hint)
 
 
-def answer_format(convention: ToolConvention, options: Mapping[str, str] | None) -> str:
-    hint = "the letter of the correct option" if options else "a short answer"
-    return ANSWER_FORMAT[convention.answer_style].format(hint=hint)
-
-
-def system_prompt(convention: ToolConvention, *, text_calls: bool) -> str | None:
+def system_prompt(
+    convention: ToolConvention, prompts: PromptSet | None = None, *, text_calls: bool
+) -> str | None:
     """The system turn: the tool's signature in Qwen's `<tools>` format when calls are written
     as text (a server with a parser renders the tools itself); Mini-o3's grounding instructions."""
+    prompts = prompts or default_prompt_set()
     if convention.name == "mini_o3":
-        return MINI_O3_SYSTEM
+        return prompts.agent_text("mini_o3_system")
     if not text_calls:
         return None
-    return TOOLS_SYSTEM.format(tools=json.dumps(convention.schema(), ensure_ascii=False))
+    tools = json.dumps(convention.schema(), ensure_ascii=False)
+    return prompts.agent_text("tools_system", tools=tools)
 
 
 def question_prompt(
-    convention: ToolConvention, question: str, options: Mapping[str, str] | None, limit: int
+    convention: ToolConvention,
+    question: str,
+    options: Mapping[str, str] | None,
+    limit: int,
+    prompts: PromptSet | None = None,
 ) -> str:
-    """The first user turn's text (after the image)."""
-    parts = [question_block(question, options), ZOOM_HINT[convention.name].format(limit=limit)]
+    """The first user turn's text (after the image): the question block (the set's
+    `question_with_options` / `question_open`, or ours), the zoom hint, the answer format."""
+    prompts = prompts or default_prompt_set()
+    block = question_block(
+        question, options, prompts.fragments_or_ours(*FRAGMENTS["question_block"])
+    )
+    parts = [block, prompts.agent_text(f"zoom_hint.{convention.name}", limit=limit)]
     if convention.name != "deepeyes":
-        parts.append(answer_format(convention, options))
+        parts.append(answer_format(convention, options, prompts))
     return "\n\n".join(parts)
 
 
-def final_prompt(convention: ToolConvention, options: Mapping[str, str] | None, limit: int) -> str:
+def final_prompt(
+    convention: ToolConvention,
+    options: Mapping[str, str] | None,
+    limit: int,
+    prompts: PromptSet | None = None,
+) -> str:
     """Asked once the zoom budget is spent: answer without tools."""
-    return FINAL.format(limit=limit, answer_format=answer_format(convention, options))
+    prompts = prompts or default_prompt_set()
+    answer = answer_format(convention, options, prompts)
+    return prompts.agent_text("final", limit=limit, answer_format=answer)
 
 
 # --- the conversation as this model expects it ------------------------------------------------
 
 
-def result_blocks(convention: ToolConvention, message: ToolMessage, action: int) -> list[Any]:
+def result_blocks(
+    convention: ToolConvention, message: ToolMessage, action: int, prompts: PromptSet
+) -> list[Any]:
     """What the model reads for one tool result (`action`: the call's number in the run, from 1):
-    the crop, our crop tool's line and what to do next (`crop`), the image alone (Qwen-Agent), the image and the
-    next-step instruction (DeepEyes), an observation line and the image (Mini-o3); an error as
-    `Error: …`."""
+    an observation line (Mini-o3), the crop, our crop tool's line (`crop`), then the
+    convention's result hint (what to do next; none for Qwen-Agent); an error as `Error: …`."""
     if message.status == "error" or not message.artifact:
-        return [{"type": "text", "text": ERROR.format(message=_text(message.content))}]
+        error = prompts.agent_text("error", message=_text(message.content))
+        return [{"type": "text", "text": error}]
     content = message.content if isinstance(message.content, list) else [message.content]
-    images = [block for block in content if is_image_block(block)]
-    if convention.name == "crop":  # the crop, what it is, what to do next
-        texts = [block for block in content if not is_image_block(block)]
-        return [*images, *texts, {"type": "text", "text": CROP_NEXT}]
     blocks: list[Any] = []
     if convention.name == "mini_o3":
         number = str(message.artifact["view"]["id"]).removeprefix("img")
-        blocks.append({"type": "text", "text": OBSERVATION.format(action=action, number=number)})
-    blocks.extend(images)
-    if hint := RESULT_HINT[convention.name]:
+        line = prompts.agent_text("observation", action=action, number=number)
+        blocks.append({"type": "text", "text": line})
+    blocks.extend(block for block in content if is_image_block(block))
+    if convention.name == "crop":  # what the crop is: our crop tool's own line
+        blocks.extend(block for block in content if not is_image_block(block))
+    if hint := prompts.agent_text(f"result_hint.{convention.name}"):
         blocks.append({"type": "text", "text": hint})
     return blocks
 
@@ -444,12 +415,18 @@ def _text(content: str | list[Any]) -> str:
 
 
 def to_agent_messages(
-    log: Sequence[BaseMessage], convention: ToolConvention, *, tool_images: ToolImages
+    log: Sequence[BaseMessage],
+    convention: ToolConvention,
+    prompts: PromptSet | None = None,
+    *,
+    tool_images: ToolImages,
 ) -> list[BaseMessage]:
     """The graph's log as this model is sent it. Calls that arrived as OpenAI `tool_calls` are
     answered by ToolMessages (their images moved to a user message when `tool_images="user"`,
     `agent.tool_images`); calls written as text get their results in the next user turn, inside
-    `<tool_response>` tags (Qwen's format), or as Mini-o3 observations."""
+    `<tool_response>` tags (Qwen's format), or as Mini-o3 observations. Result texts come from
+    `prompts` (default: ours)."""
+    prompts = prompts or default_prompt_set()
     out: list[BaseMessage] = []
     openai_ids: set[str] = set()
     action = 0
@@ -463,7 +440,7 @@ def to_agent_messages(
                 out.append(AIMessage(content=message.content))
         elif isinstance(message, ToolMessage):
             action += 1
-            blocks = result_blocks(convention, message, action)
+            blocks = result_blocks(convention, message, action, prompts)
             if message.tool_call_id in openai_ids:
                 out.append(message.model_copy(update={"content": blocks, "artifact": None}))
             else:

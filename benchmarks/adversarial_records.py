@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # for dataset_fixtures (test data, not 
 
 import dataset_fixtures as fixtures  # noqa: E402
 
+from zoom_refine.evals.records import Key, record_key  # noqa: E402
 from zoom_refine.evals.report import merge_runs  # noqa: E402
 from zoom_refine.graphs.traces import read_trace  # noqa: E402
 from zoom_refine.testing import trained_protocol_model  # noqa: E402
@@ -90,8 +91,6 @@ TIMEOUT_S = 600
 STORAGE_LINE = re.compile(r"^error: cannot write (.+?): ([^(;]+?) \(")
 BUSY = re.compile(r"^error: run folder (.+) is being written by pid (\d+);")
 MAX_EVIDENCE = 8
-
-Key = tuple[str, str]
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -197,10 +196,6 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, bad
 
 
-def key(record: dict[str, Any]) -> Key:
-    return (str(record.get("id")), str(record.get("method")))
-
-
 @dataclass
 class Result:
     """One scenario's outcome: the counts of the table, the measured line, failures' evidence."""
@@ -245,7 +240,7 @@ class Checker:
         records, bad = read_records(out / "predictions.jsonl")
         for note in bad:
             result.fail(note)
-        counts = Counter(key(record) for record in records)
+        counts = Counter(record_key(record) for record in records)
         present = set(counts)
         result.found += len(present & self.expected)
         result.expected += len(self.expected)
@@ -262,7 +257,7 @@ class Checker:
             result.fail(f"{out.name}: unexpected keys {shown(extra)}")
         if against_clean:
             for record in records:
-                want = self.clean.get(key(record))
+                want = self.clean.get(record_key(record))
                 if want is None:
                     continue
                 if record.get("status") != "ok" or signature(record) != signature(want):
@@ -270,7 +265,8 @@ class Checker:
                     what = differences(record, want)
                     if record.get("status") != "ok":
                         what += f" (error: {record.get('error')})"
-                    result.fail(f"{out.name}: {key(record)[1]} {key(record)[0]!r}: {what}")
+                    sample, method = record_key(record)
+                    result.fail(f"{out.name}: {method} {sample!r}: {what}")
         if db is not None:
             self.traces(result, out, db, records)
         return records
@@ -420,8 +416,8 @@ def clean_run(setup: Setup) -> Result:
     if code != 0:
         result.fail(f"clean run exit {code}: {tail(err)}")
     records = setup.checker.folder(result, out, db, against_clean=False)
-    setup.checker.clean = {key(r): r for r in records}
-    not_ok = [key(r) for r in records if r.get("status") != "ok"]
+    setup.checker.clean = {record_key(r): r for r in records}
+    not_ok = [record_key(r) for r in records if r.get("status") != "ok"]
     if not_ok:
         result.fail(f"clean run has records that are not ok: {shown(not_ok)}")
     result.detail = (
@@ -810,7 +806,7 @@ def hostile_tsvs(setup: Setup, rows: int) -> list[Result]:
             continue
         if code != 0 or has_traceback(err):
             result.fail(f"exit {code}: {tail(err)}")
-        counts = Counter(key(record) for record in records)
+        counts = Counter(record_key(record) for record in records)
         result.found = len(counts)
         result.duplicates = sum(times - 1 for times in counts.values())
         if result.duplicates:
@@ -836,7 +832,7 @@ def hostile_tsvs(setup: Setup, rows: int) -> list[Result]:
             for record in errors:
                 if "\n" in str(record.get("error")):
                     result.fail(f"{method} {record['id']!r}: error of several lines")
-        by_id = {key(r): r for r in records}
+        by_id = {record_key(r): r for r in records}
         for row in spec:
             for method in METHODS:
                 got = by_id.get((str(row.cells[0]), method))

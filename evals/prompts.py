@@ -28,6 +28,9 @@ Reproduced, per benchmark:
   (including the spacing): they steer the model to a bare letter, which the official extractor
   expects. The VLMEvalKit variant of this dataset repeats the cue twice; we follow the repo.
 
+Every option line goes through `agent.prompts.option_lines`, our one renderer of options, with the
+benchmark's line format (`A. text`, `(A) text`, or MME-RealWorld's own prefixed choices).
+
 The exact instruction sentences are benchmark protocol (the text the model sees), reproduced so
 that baseline numbers are comparable; everything else here is ours.
 
@@ -64,6 +67,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from zoom_refine.agent.prompts import option_lines
 from zoom_refine.evals.samples import Benchmark, Sample
 
 LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -100,18 +104,17 @@ def official_prompt(benchmark: Benchmark, sample: Sample) -> str:
             letter: pandas_text(source.get(letter, sample.options.get(letter, "")))
             for letter in HR_BENCH_LETTERS
         }
-        choices = "".join(f"({letter}) {text}\n" for letter, text in options.items())
+        choices = option_lines(options, parenthesized_option)  # always four lines
         return (
-            f"{question}\n{OFFICIAL_CHOICES_HEADER}{choices}"
+            f"{question}\n{OFFICIAL_CHOICES_HEADER}{choices}\n"
             f"{OFFICIAL_SELECT}{OFFICIAL_RESPOND_FOUR}\n{OFFICIAL_CUE}"
         )
     text = str(source.get("Text", sample.question))
     listed = source.get("Answer choices")
     if isinstance(listed, list) and all(isinstance(item, str) for item in listed):
-        lines = list(listed)
+        choices = "\n".join(listed)  # the dataset's own lines, as they are
     else:
-        lines = [mme_choice(letter, value) for letter, value in sample.options.items()]
-    choices = "\n".join(lines)
+        choices = option_lines(sample.options, mme_choice)
     return (
         f"{text}{OFFICIAL_CHOICES_HEADER}{choices}\n"
         f"{OFFICIAL_SELECT}{OFFICIAL_RESPOND_FIVE}\n{OFFICIAL_CUE}"
@@ -156,18 +159,22 @@ def prompt_for(benchmark: Benchmark, question: str, options: Mapping[str, str]) 
 
 def letter_prompt(question: str, options: Mapping[str, str]) -> str:
     """HR-Bench / V*: question, `A. text` lines, answer-with-the-letter instruction."""
-    lines = [question.strip(), *(f"{letter}. {text}" for letter, text in options.items())]
+    lines = [question.strip(), option_lines(options)] if options else [question.strip()]
     return "\n".join([*lines, LETTER_INSTRUCTION])
 
 
 def mme_realworld_prompt(question: str, options: Mapping[str, str]) -> str:
     """MME-RealWorld: question, the `(A) text` choices, instruction, "The best answer is:"."""
-    choices = "".join(mme_choice(letter, text) + "\n" for letter, text in options.items())
+    choices = option_lines(options, mme_choice) + "\n" if options else ""
     return f"{question.strip()}{MME_CHOICES_HEADER}{choices}{MME_INSTRUCTION}\n{MME_CUE}"
+
+
+def parenthesized_option(letter: str, text: str) -> str:
+    """One choice as MME-RealWorld and the official conversions write it: `(A) text`."""
+    return f"({letter}) {text}"
 
 
 def mme_choice(letter: str, text: str) -> str:
     """One MME-RealWorld choice as the dataset writes it: `(A) text`. Text that already carries
     its own `(A)` prefix is kept as it is."""
-    prefix = f"({letter})"
-    return text if text.startswith(prefix) else f"{prefix} {text}"
+    return text if text.startswith(f"({letter})") else parenthesized_option(letter, text)

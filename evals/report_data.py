@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zoom_refine.evals.loaders import load_samples
+from zoom_refine.evals.records import record_key
 from zoom_refine.evals.run_config import Change, result_changes
 from zoom_refine.evals.samples import Sample
 from zoom_refine.evals.store import PredictionStore
@@ -64,7 +65,7 @@ def merge_runs(folders: Iterable[Path]) -> tuple[dict[str, Any], list[dict[str, 
         else:
             check_same_run(config, own, first, folder)
         for record in PredictionStore(path, read_only=True):  # the run may still be going
-            records[(record["id"], record["method"])] = record
+            records[record_key(record)] = record
     return config, list(records.values())
 
 
@@ -171,7 +172,7 @@ def sample_picture(image: str | bytes, record: Mapping[str, Any]) -> Picture:
 
 def recorded_image_sha256(record: Mapping[str, Any]) -> str:
     """The SHA-256 of the image a record's run saw: its `image_sha256`, or the `sha256:` image
-    reference of an image stored in the dataset (`evals.runner.image_reference`); "" when the
+    reference of an image stored in the dataset (`evals.records.image_reference`); "" when the
     record holds neither (a path-only record of an older run)."""
     digest = record.get("image_sha256")
     if isinstance(digest, str) and digest:

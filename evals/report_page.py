@@ -245,11 +245,22 @@ def _tool_call_text(call: Mapping[str, Any]) -> str:
     return f"{shown} → {text(call.get('view'))}"
 
 
+def _view_cost(step: Mapping[str, Any]) -> str:
+    """` (1344×768 px, 1,008 visual tokens)`: the view as the processor works on it, when the
+    step records it."""
+    size = step.get("view_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
+        return ""
+    tokens = step.get("visual_tokens")
+    cost = f", {tokens:,} visual tokens" if type(tokens) is int else ""
+    return f" ({size[0]}×{size[1]} px{cost})"
+
+
 def _step_item(step: Mapping[str, Any]) -> str:
     """One model call (or failed crop) of a run: node, hop, view, what was read, the raw reply."""
     parts = [f"<b>{text(step.get('node'))}</b> hop {text(step.get('hop'))}"]
     if step.get("view"):
-        parts.append(f"on {text(step['view'])}")
+        parts.append(f"on {text(step['view'])}{_view_cost(step)}")
     if "answer" in step:
         parts.append(f"answer {text(step.get('answer'))}")
     if step.get("box") is not None:

@@ -8,12 +8,10 @@ is appended to `predictions.jsonl` at once. Running the same command again skips
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,8 +23,16 @@ from langchain_core.language_models import BaseChatModel
 
 from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.tool_conventions import TOOL_CONVENTIONS
+from zoom_refine.agent.view_cost import budget_warning
 from zoom_refine.evals.loaders import dataset_fingerprint, load_samples
 from zoom_refine.evals.prompts import benchmark_prompt, official_prompt, official_question
+from zoom_refine.evals.records import (
+    Method,
+    PredictionRecord,
+    bad_row_record,
+    error_record,
+    result_record,
+)
 from zoom_refine.evals.run_config import prompt_set_settings, resumed_config, write_config_file
 from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.samples import BadRow, Benchmark, Sample
@@ -36,7 +42,6 @@ from zoom_refine.graphs.registry import METHOD_GRAPHS, graph_named
 from zoom_refine.graphs.traces import GRAPH_KEY, is_trace_store_error, open_saver
 from zoom_refine.tools.errors import InvalidInputError, StorageError
 
-Method = Literal["zoom-refine", "baseline", "agent"]
 METHODS: dict[str, tuple[Method, ...]] = {
     "zoom-refine": ("zoom-refine",),
     "baseline": ("baseline",),
@@ -119,7 +124,7 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     warnings: list[str] = field(default_factory=list)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: Mapping[str, Any]) -> None:
         self.finished += 1
         self.correct += int(bool(record.get("correct")))
         self.errors += int(record.get("status") == "error")
@@ -176,7 +181,7 @@ class ConventionWatch:
     silent: int = 0
     warning: str | None = None
 
-    def add(self, record: dict[str, Any]) -> str | None:
+    def add(self, record: Mapping[str, Any]) -> str | None:
         """Count one finished record; the warning when this record completes the pattern."""
         if record.get("method") != "agent" or record.get("status") != "ok":
             return None
@@ -196,6 +201,22 @@ class ConventionWatch:
             )
             return self.warning
         return None
+
+
+@dataclass
+class BudgetWatch:
+    """Says once that a pixel budget starves the first view (`agent.view_cost.budget_warning`):
+    the first finished record whose first view is under 1,000 px on its long side for an image
+    over 3,000 px."""
+
+    warned: bool = False
+
+    def add(self, record: Mapping[str, Any]) -> str | None:
+        if self.warned or record.get("status") != "ok":
+            return None
+        warning = budget_warning(record)
+        self.warned = warning is not None
+        return warning
 
 
 def run_eval(
@@ -236,14 +257,15 @@ def _run_eval_locked(
         )
         graphs = {method: graph_named(method, checkpointer=saver) for method in METHOD_GRAPHS}
         progress = Progress()
-        watch = ConventionWatch(context)
+        watches = (ConventionWatch(context), BudgetWatch())
 
         def watched(record: dict[str, Any]) -> None:
-            warning = watch.add(record)
-            if warning is not None:
-                progress.warnings.append(warning)
-                if on_warning:
-                    on_warning(warning)
+            for watch in watches:
+                warning = watch.add(record)
+                if warning is not None:
+                    progress.warnings.append(warning)
+                    if on_warning:
+                        on_warning(warning)
 
         def finished(record: dict[str, Any]) -> None:
             watched(record)
@@ -275,10 +297,10 @@ def _run_all(
     *,
     traced: bool,
 ) -> None:
-    def finish(record: dict[str, Any]) -> None:
-        store.append(record)
-        progress.add(record)
-        on_record(record)
+    def finish(record: PredictionRecord) -> None:
+        stored = store.append(record)
+        progress.add(stored)
+        on_record(stored)
 
     def jobs() -> Iterator[tuple[Sample, Method]]:
         for row in select(plan, load_samples(plan.benchmark, plan.data)):
@@ -292,7 +314,7 @@ def _run_all(
                 yield row, method
 
     with ThreadPoolExecutor(max_workers=plan.concurrency) as pool:
-        in_flight: set[Future[dict[str, Any]]] = set()
+        in_flight: set[Future[PredictionRecord]] = set()
         for sample, method in jobs():
             in_flight.add(
                 pool.submit(
@@ -314,7 +336,7 @@ def run_one(
     method: Method,
     context: ZoomContext,
     traced: bool = False,
-) -> dict[str, Any]:
+) -> PredictionRecord:
     """One (sample, method): the graph's output as a record, or the error it ended in."""
     started = time.perf_counter()
     inputs = {"image": sample.image, "question": sample.question, "options": sample.options}
@@ -360,76 +382,6 @@ def is_storage_failure(error: BaseException) -> bool:
     if is_trace_store_error(error):  # SQLite or Postgres
         return True
     return isinstance(error, OSError) and error.errno in FULL_DISK_REASONS
-
-
-def _base(sample: Sample, method: Method) -> dict[str, Any]:
-    return {
-        "id": sample.id,
-        "method": method,
-        "ground_truth": sample.answer,
-        "fields": sample.fields,
-        "question": sample.question,
-        "options": sample.options,
-        "image": image_reference(sample.image),
-    }
-
-
-def result_record(
-    sample: Sample, method: Method, result: dict[str, Any], seconds: float
-) -> dict[str, Any]:
-    steps = result.get("steps", [])
-    return {
-        **_base(sample, method),
-        "status": "ok",
-        "error": None,
-        "answer": result.get("answer"),
-        "correct": result.get("answer") == sample.answer,
-        "initial_answer": result.get("initial_answer"),
-        "confidence": result.get("confidence"),
-        "stop_reason": result.get("stop_reason"),
-        "raw": steps[-1].get("raw") if steps else None,
-        "views": result.get("views", []),
-        "steps": steps,
-        "usage": result.get("usage", {}),
-        "seconds": round(seconds, 3),
-    }
-
-
-def error_record(
-    sample: Sample, method: Method, error: BaseException, seconds: float
-) -> dict[str, Any]:
-    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-    place = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
-    return {
-        **_base(sample, method),
-        "status": "error",
-        "error": f"{type(error).__name__}: {error}{place}",
-        "answer": None,
-        "correct": False,
-        "raw": None,
-        "seconds": round(seconds, 3),
-    }
-
-
-def bad_row_record(row: BadRow, method: Method) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "method": method,
-        "status": "error",
-        "error": f"bad row: {row.reason}",
-        "answer": None,
-        "correct": False,
-        "ground_truth": None,
-        "fields": {},
-        "raw": None,
-    }
-
-
-def image_reference(image: str | bytes) -> str:
-    """A path as given, or `sha256:<hex>` for image bytes (never the bytes themselves)."""
-    if isinstance(image, bytes):
-        return "sha256:" + hashlib.sha256(image).hexdigest()
-    return str(image)
 
 
 def check_resume(plan: EvalPlan, context: ZoomContext) -> dict[str, Any]:

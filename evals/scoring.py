@@ -103,6 +103,7 @@ from zoom_refine.evals.extractors import (
     official_step_answers,
     vlmevalkit_official,
 )
+from zoom_refine.evals.records import record_key
 from zoom_refine.evals.samples import Benchmark
 
 Extractor = Literal["strict", "official", "official-baseline", "official-zoomrefine"]
@@ -187,7 +188,7 @@ def score_records(
         raise ValueError("the official extractor needs the benchmark")
     latest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for record in records:
-        latest[(str(record["id"]), str(record["method"]))] = record
+        latest[record_key(record)] = record
     scored: list[Scored] = []
     excluded = 0
     for record in latest.values():
@@ -428,7 +429,7 @@ def method_costs(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, An
     calls and tokens (input + output, where the backend reported them) per sample."""
     latest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for record in records:
-        latest[(str(record["id"]), str(record["method"]))] = record
+        latest[record_key(record)] = record
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for (_, method), record in latest.items():
         if record.get("status") != "ok":

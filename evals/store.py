@@ -22,22 +22,25 @@ import errno
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from zoom_refine.agent.strict_json import strict_json
+from zoom_refine.evals.records import Key, PredictionRecord, record_key
 from zoom_refine.tools.errors import StorageError
 from zoom_refine.tools.files import replace_bytes
 
-Key = tuple[str, str]
-"""(sample id, method)."""
-
-
-def record_key(record: dict[str, Any]) -> Key:
-    return (str(record["id"]), str(record["method"]))
-
+__all__ = [
+    "FULL_DISK_REASONS",
+    "Key",
+    "PredictionStore",
+    "encode_line",
+    "record_key",
+    "replace_json",
+    "storage_errors",
+]
 
 FULL_DISK_REASONS = {
     errno.ENOSPC: "the disk is full",
@@ -92,9 +95,10 @@ class PredictionStore:
         """Finished, with or without an error (errors are re-run only by `drop_errors`)."""
         return key in self.records
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: PredictionRecord) -> dict[str, Any]:
         """Write `record` as one whole line and fsync it, or leave the file as it was and raise
-        OSError (its `filename` this file, so the caller can say which file failed)."""
+        OSError (its `filename` this file, so the caller can say which file failed). Returns the
+        record as the store now holds it: a plain dict, as every reader gets records back."""
         self._refuse_if_read_only()
         line = encode_line(record)
         with self._lock:
@@ -106,7 +110,9 @@ class PredictionStore:
                 raise
             finally:
                 os.close(descriptor)
-            self.records[record_key(record)] = record
+            stored: dict[str, Any] = dict(record)
+            self.records[record_key(stored)] = stored
+        return stored
 
     def drop_errors(self) -> int:
         """Forget records that ended in an error (so they run again); rewrites the file
@@ -136,7 +142,7 @@ class PredictionStore:
         return len(self.records)
 
 
-def encode_line(record: dict[str, Any]) -> bytes:
+def encode_line(record: Mapping[str, Any]) -> bytes:
     """`record` as one strict JSON line in UTF-8 (non-finite numbers as strings, then
     `allow_nan=False`, so a value that slipped past raises instead of writing `NaN`), readable
     as text when UTF-8 can hold it; otherwise (a lone surrogate from a server's `"\\ud800"`)

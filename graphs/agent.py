@@ -81,6 +81,7 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     calls), ask, and turn the reply's calls into crop calls or error results."""
     context = runtime.context
     convention = tool_convention(context.tool_convention)
+    prompts = context.prompt_set  # every text the model reads
     options = normalize_options(state.get("options"))
     model = resolve_chat_model(context)  # before any view: views are made at its input size
     text_calls = uses_text_calls(context, model)
@@ -90,11 +91,10 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     steps: list[StepRecord] = []
     if not log:
         look = first_look(state["image"], context)
-        if system := system_prompt(convention, text_calls=text_calls):
+        if system := system_prompt(convention, prompts, text_calls=text_calls):
             new.append(SystemMessage(system))
-        text = question_prompt(
-            convention, check_question(state["question"]), options, context.max_hops
-        )
+        question = check_question(state["question"])
+        text = question_prompt(convention, question, options, context.max_hops, prompts)
         new.append(HumanMessage(content=[look.image_block, text_content_block(text)]))
         made: list[ViewRecord] = [look.view.to_record()]
         views = list(made)
@@ -106,8 +106,8 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     used = sum(isinstance(message, ToolMessage) for message in log)
     final = bool(log) and used >= context.max_hops
     if final:
-        new.append(HumanMessage(final_prompt(convention, options, context.max_hops)))
-    sent = to_agent_messages([*log, *new], convention, tool_images=context.tool_images)
+        new.append(HumanMessage(final_prompt(convention, options, context.max_hops, prompts)))
+    sent = to_agent_messages([*log, *new], convention, prompts, tool_images=context.tool_images)
     runnable = model if text_calls or final else model.bind_tools([convention.schema()])
     message, seconds = chat(runnable, sent)
     if text_calls:  # each call once, the reply verbatim
@@ -135,6 +135,7 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         confidence=None,
         crops=[view["id"] for view in made if view["hop"] > 0],
         tool_calls=checked.records,
+        tool_prompt="ours" if text_calls else "chat_template",
         note=NO_ANSWER if done and answer is None and previous is not None else None,
     )
     update |= {

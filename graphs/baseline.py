@@ -21,7 +21,14 @@ from zoom_refine.agent.state import (
     check_question,
     normalize_options,
 )
-from zoom_refine.graphs.calls import MODEL_RETRY, call_model, resolve_model, step_record
+from zoom_refine.agent.view_cost import view_cost
+from zoom_refine.graphs.calls import (
+    MODEL_RETRY,
+    call_model,
+    resolve_family,
+    resolve_model,
+    step_record,
+)
 from zoom_refine.tools.encoding import text_content_block
 
 
@@ -48,7 +55,9 @@ def answer_directly(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str
         box_frame=None,
         confidence=None,
         note=None if answer else "no answer in the reply",
-    )
+        **view_cost(look.view.shown_size, processed_size=reply.processed_size,
+            family=resolve_family(context, model), context=context),
+    )  # fmt: skip
     return {
         "messages": [*opening, prompt, AIMessage(content=reply.text)],
         "views": [look.view.to_record()],

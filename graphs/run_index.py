@@ -12,16 +12,17 @@ finishes): two or three small writes per run, none when nothing listed changed.
 Databases written before the index existed get it once: `ensure_index` creates the table and
 fills it from the checkpoints in one transaction (the table's existence marks the backfill as
 done). Runs written later by an older version of this package (which does not know the table)
-are not indexed.
+are not indexed. Everything here is written once for SQLite and Postgres: their SQL differs only
+through `graphs.trace_sql.TraceSql`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -32,7 +33,11 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 
-Dialect = Literal["sqlite", "postgres"]
+from zoom_refine.graphs.trace_sql import TraceSql, exclusive, has_table, values
+
+GRAPH_KEY = "graph"
+"""Run-config metadata key naming the compiled graph that ran (`baseline`, `zoom_refine`),
+stored with every checkpoint, so a trace is replayed with the graph that wrote it."""
 RUNS_TABLE = "zr_runs"
 ROWS_REMEMBERED = 4096
 """Threads whose last written row a saver remembers (to skip writing an unchanged row)."""
@@ -62,16 +67,15 @@ _BACKFILL = (
     f"INSERT INTO {RUNS_TABLE} ({', '.join(COLUMNS)}) VALUES ({{marks}}) ON CONFLICT DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {RUNS_TABLE} ORDER BY first_checkpoint, thread_id"
-POSTGRES_LOCK_KEY = 0x7A725F72756E73
-"""`pg_advisory_xact_lock` key held while the index is created and backfilled ("zr_runs")."""
+_THREADS = (
+    "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
+    "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
+)
 
 
-def _marks(dialect: Dialect) -> str:
-    return ", ".join(["?" if dialect == "sqlite" else "%s"] * len(COLUMNS))
-
-
-def upsert_sql(dialect: Dialect) -> str:
-    return _UPSERT.format(marks=_marks(dialect))
+def upsert_sql(sql: TraceSql) -> str:
+    """Insert a run's row (`COLUMNS`), or fill in what a later checkpoint knows."""
+    return _UPSERT.format(marks=sql.marks(len(COLUMNS)))
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,11 @@ class RunIndexWriter:
 
 class IndexedSaver(BaseCheckpointSaver[str]):
     """Mixin for a checkpoint saver: after each checkpoint it stores, its `run_index` (when
-    set) updates the run's index row. Put it first among the bases."""
+    set) updates the run's index row. Put it first among the bases. A concrete saver names its
+    `sql` and how it takes a cursor (`_locked_cursor`); the rest is the same for every backend."""
 
     run_index: RunIndexWriter | None = None
+    sql: ClassVar[TraceSql]
 
     def put(
         self,
@@ -178,17 +184,30 @@ class IndexedSaver(BaseCheckpointSaver[str]):
             self.run_index.note(config, checkpoint, metadata)
         return saved
 
+    def _locked_cursor(self) -> AbstractContextManager[Any]:
+        """A cursor on the saver's own connection, in the saver's lock, committed after."""
+        raise NotImplementedError
+
     def index_write(self, row: tuple[str | None, ...]) -> None:
         """Upsert one index row (`COLUMNS`) on the saver's own connection."""
-        raise NotImplementedError
+        with self._locked_cursor() as cursor:
+            cursor.execute(upsert_sql(self.sql), row)
 
     def listed_runs(self) -> list[RunSummary]:
-        """Every run, oldest first: from the index, or the old way where there is none."""
-        raise NotImplementedError
+        """Every run, oldest first: from the index, or the old way (a read-only database never
+        indexed: two whole checkpoints decoded per run)."""
+        with self._locked_cursor() as cursor:
+            if has_table(cursor, self.sql, RUNS_TABLE):
+                return [_summary(values(row)) for row in cursor.execute(_SELECT).fetchall()]
+            threads = run_threads(cursor)
+        return runs_from_checkpoints(self, threads, GRAPH_KEY)
 
     def threads_with_prefix(self, prefix: str) -> list[str]:
-        """Thread ids starting with `prefix`, in the order their runs started."""
-        raise NotImplementedError
+        """Thread ids starting with `prefix` (literally: `%` and `_` are no wildcards), in the
+        order their runs started."""
+        with self._locked_cursor() as cursor:
+            rows = cursor.execute(self.sql.threads_with_prefix, (len(prefix), prefix)).fetchall()
+        return [str(values(row)[0]) for row in rows]
 
 
 def runs_from_checkpoints(
@@ -229,96 +248,35 @@ def _checkpoint(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: 
     return saver.get_tuple(config)
 
 
-# --- SQLite -----------------------------------------------------------------------------------
-
-_SQLITE_THREADS = (
-    "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
-    "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
-)
+def has_index(conn: Any, sql: TraceSql) -> bool:
+    return has_table(conn, sql, RUNS_TABLE)
 
 
-def sqlite_has_index(conn: sqlite3.Connection) -> bool:
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (RUNS_TABLE,)
-    ).fetchone()
-    return found is not None
+def run_threads(conn: Any) -> list[tuple[str, str, str]]:
+    """(thread, first, last checkpoint id) of every run: the old path's query (either backend)."""
+    rows = conn.execute(_THREADS).fetchall()
+    return [(str(thread), str(first), str(last)) for thread, first, last in map(values, rows)]
 
 
-def sqlite_ensure_index(
-    conn: sqlite3.Connection, saver: BaseCheckpointSaver[Any], graph_key: str
-) -> None:
-    """Create the index (backfilled from the checkpoints) unless it exists. Taken under SQLite's
-    write lock (`BEGIN IMMEDIATE`), so two processes opening one old database backfill once.
-    Call before the saver is shared with other threads: the backfill reads through it."""
-    if sqlite_has_index(conn):
-        return
-    conn.commit()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if not sqlite_has_index(conn):
-            threads = conn.execute(_SQLITE_THREADS).fetchall()
-            rows = [run.row() for run in runs_from_checkpoints(saver, threads, graph_key)]
-            conn.execute(_SCHEMA)
-            conn.execute(_ORDER_INDEX)
-            conn.executemany(_BACKFILL.format(marks=_marks("sqlite")), rows)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+sqlite_threads = postgres_threads = run_threads
+"""The names `benchmarks/run_index.py` reads the old path by."""
 
 
-def sqlite_runs(conn: sqlite3.Connection) -> list[RunSummary]:
-    return [_summary(row) for row in conn.execute(_SELECT).fetchall()]
-
-
-def sqlite_threads(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """(thread, first, last checkpoint id) of every run: the old path's query."""
-    return [tuple(row) for row in conn.execute(_SQLITE_THREADS).fetchall()]
-
-
-# --- Postgres ---------------------------------------------------------------------------------
-
-_POSTGRES_THREADS = (
-    "SELECT thread_id, MIN(checkpoint_id), MAX(checkpoint_id) FROM checkpoints "
-    "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
-)
-
-
-def postgres_has_index(conn: Any) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", (RUNS_TABLE,)).fetchone()
-    value = row[0] if isinstance(row, tuple) else next(iter(row.values()))
-    return value is not None
-
-
-def postgres_threads(conn: Any) -> list[tuple[str, str, str]]:
-    rows = conn.execute(_POSTGRES_THREADS).fetchall()
-    return [tuple(row) if isinstance(row, tuple) else tuple(row.values()) for row in rows]
-
-
-def postgres_ensure_index(conn: Any, saver: BaseCheckpointSaver[Any], graph_key: str) -> None:
+def ensure_index(conn: Any, sql: TraceSql, saver: BaseCheckpointSaver[Any]) -> None:
     """Create the index (backfilled from the checkpoints) unless it exists, in one transaction
-    holding an advisory lock: concurrent openers (eval shards) backfill once. `conn` is a psycopg
-    connection of its own (not the saver's)."""
-    if postgres_has_index(conn):
+    no other writer runs beside (`trace_sql.exclusive`), so concurrent openers (eval shards)
+    backfill once. `conn` is the saver's connection; call before the saver is shared with other
+    threads: the backfill reads through it."""
+    if has_index(conn, sql):
         return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (POSTGRES_LOCK_KEY,))
-        if postgres_has_index(conn):
+    with exclusive(conn, sql):
+        if has_index(conn, sql):
             return
-        rows = [
-            run.row() for run in runs_from_checkpoints(saver, postgres_threads(conn), graph_key)
-        ]
+        rows = [run.row() for run in runs_from_checkpoints(saver, run_threads(conn), GRAPH_KEY)]
         conn.execute(_SCHEMA)
         conn.execute(_ORDER_INDEX)
-        with conn.cursor() as cursor:
-            cursor.executemany(_BACKFILL.format(marks=_marks("postgres")), rows)
-
-
-def postgres_runs(conn: Any) -> list[RunSummary]:
-    with conn.cursor() as cursor:
-        cursor.execute(_SELECT)
-        rows = cursor.fetchall()
-    return [_summary(row if isinstance(row, tuple) else tuple(row.values())) for row in rows]
+        with closing(conn.cursor()) as cursor:
+            cursor.executemany(_BACKFILL.format(marks=sql.marks(len(COLUMNS))), rows)
 
 
 def _summary(row: tuple[Any, ...]) -> RunSummary:

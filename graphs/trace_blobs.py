@@ -21,10 +21,12 @@ the SHA-256 of what it rebuilds. A recipe needs its input: an image given as byt
 blob; an image file must still be there, unchanged. If it is not, that image's marker stays in
 the block (a warning is logged) and the rest of the run reads as usual.
 
-Concurrency: the table has its own connection and lock (SqliteSaver serializes inside its own
-lock, which must not be taken again), `INSERT OR IGNORE` makes writers of the same image — threads
-or processes — agree, and a blob is committed before the row that refers to it. Blobs are shared
-by runs, so `delete_thread` leaves them.
+The table lives in the trace database itself, SQLite or Postgres: `BlobStore` is written once
+against a `trace_sql.BlobTable`, which holds the only SQL and the connection. Concurrency: the
+table has its own connection and lock (the checkpoint saver serializes inside its own lock,
+which must not be taken again), an insert that finds the image already there does nothing (so
+writers of the same image — threads, processes, machines — agree), and a blob is committed
+before the row that refers to it. Blobs are shared by runs, so `delete_thread` leaves them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import io
 import json
 import logging
 import os
-import sqlite3
 import threading
 import zlib
 from collections import OrderedDict
@@ -58,6 +59,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
 
+from zoom_refine.graphs.trace_sql import BlobTable
 from zoom_refine.tools.boxes import Box
 from zoom_refine.tools.encoding import encode_image
 from zoom_refine.tools.errors import ZoomRefineError
@@ -70,13 +72,6 @@ BLOB_KEY = "zr_blob"
 BLOB_KEY_BYTES = BLOB_KEY.encode()
 MIN_BLOB_SIZE = 4096
 """Strings and bytes shorter than this stay inline (a marker and a row cost ~200 bytes)."""
-SCHEMA = """CREATE TABLE IF NOT EXISTS zr_blobs (
-    sha256 TEXT PRIMARY KEY,
-    mime TEXT NOT NULL DEFAULT '',
-    codec TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    data BLOB NOT NULL
-)"""
 IMAGE_BLOCK_TYPES = frozenset({"image", "image_url"})
 RENDERED_FORMATS = {"image/png": "png", "image/bmp": "bmp"}
 """Block formats whose bytes a re-rendered view reproduces exactly (`tools.encoding`: lossless,
@@ -86,7 +81,6 @@ LOADED_CACHE_BYTES = 256 * 1024 * 1024
 """Rebuilt data kept per store: reading a run's history expands the same images at every step."""
 RUNS_KEPT = 64
 """Runs whose input image and views a store remembers, to recognize their views."""
-LOCK_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -101,16 +95,15 @@ class _RunImages:
 
 
 class BlobStore:
-    """The `zr_blobs` table of one trace database: images stored once, read back checked.
+    """The `zr_blobs` table of one trace database: images stored once, read back checked. `db`
+    is a SQLite file, or the table of another backend (`trace_postgres.postgres_blobs`).
     `recipes=False` stores views' bytes too (zlib), never a recipe: a trace that needs no input
     image to rebuild its conversation, at the size of the views (a 4K photo's: ~3 MB each)."""
 
-    def __init__(self, path: str | Path, *, recipes: bool = True) -> None:
-        self.path = Path(path)
+    def __init__(self, db: str | Path | BlobTable, *, recipes: bool = True) -> None:
+        self.table = db if isinstance(db, BlobTable) else BlobTable.sqlite(db)
         self.recipes = recipes
-        self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
-        self._table_ready = False
         self._stored: set[str] = set()
         """SHA-256s known to be in the table."""
         self._text_digests: OrderedDict[str, str] = OrderedDict()
@@ -122,17 +115,7 @@ class BlobStore:
         self._local = threading.local()
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = sqlite3.connect(
-                str(self.path), check_same_thread=False, timeout=LOCK_TIMEOUT_SECONDS
-            )
-        return self._conn
+        self.table.close()
 
     # --- runs: which input image and views a checkpoint or write belongs to -------------------
 
@@ -243,32 +226,12 @@ class BlobStore:
         with self._lock:
             if digest in self._stored:
                 return digest
-            self._ensure_table()
-            found = (
-                self._connection()
-                .execute("SELECT 1 FROM zr_blobs WHERE sha256 = ?", (digest,))
-                .fetchone()
-            )
-        if found is None:
+        if not self.table.contains(digest):
             codec, stored = self._encode(data, mime)
-            with self._lock:
-                conn = self._connection()
-                conn.execute(
-                    "INSERT OR IGNORE INTO zr_blobs (sha256, mime, codec, size, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (digest, mime, codec, len(data), stored),
-                )
-                conn.commit()
+            self.table.insert(digest, mime, codec, len(data), stored)
         with self._lock:
             self._stored.add(digest)
         return digest
-
-    def _ensure_table(self) -> None:
-        if not self._table_ready:
-            conn = self._connection()
-            conn.execute(SCHEMA)
-            conn.commit()
-            self._table_ready = True
 
     def _encode(self, data: bytes, mime: str) -> tuple[str, bytes]:
         recipe = self._view_recipe(data, mime)
@@ -379,15 +342,7 @@ class BlobStore:
 
     def _fetch(self, digest: str) -> tuple[bytes | None, str]:
         """The data stored under `digest` and checked against it, or None and why not."""
-        with self._lock:
-            try:
-                row = (
-                    self._connection()
-                    .execute("SELECT codec, data FROM zr_blobs WHERE sha256 = ?", (digest,))
-                    .fetchone()
-                )
-            except sqlite3.OperationalError:  # no table: a marker copied from another database
-                row = None
+        row = self.table.row(digest)
         data, reason = self._decode(row)
         if data is not None and hashlib.sha256(data).hexdigest() != digest:
             changed = row is not None and row[0] == "view"
@@ -399,7 +354,7 @@ class BlobStore:
             return None, "it is not in the database"
         codec, stored = row
         if codec == "raw":
-            return bytes(stored), ""
+            return stored, ""
         if codec == "zlib":
             try:
                 return zlib.decompress(stored), ""

@@ -3,11 +3,13 @@
 `--trace-db postgresql://user@host:port/db` stores the same checkpoints as a SQLite trace
 database, through LangGraph's `PostgresSaver` (langgraph-checkpoint-postgres, psycopg 3), with
 the same strict serializer and the same compaction: `TraceSerializer` keeps each image once, in
-a table `zr_blobs` of the same database (`PostgresBlobStore`: `graphs.trace_blobs.BlobStore`
-with its two queries in Postgres), and the run index `zr_runs` (`graphs.run_index`) is kept
-there too. Writers on many machines share the database: LangGraph's tables are created under an
-advisory lock (two shards starting together would otherwise race in `setup()`), blobs are
-inserted with `ON CONFLICT DO NOTHING`, and each run is its own thread.
+a table `zr_blobs` of the same database (`postgres_blobs`: the one `graphs.trace_blobs.BlobStore`
+on a Postgres connection), and the run index `zr_runs` (`graphs.run_index`) is kept there too.
+What is Postgres' own is here: connecting, and creating LangGraph's tables once; the SQL that
+differs from SQLite's is in `graphs.trace_sql`. Writers on many machines share the database:
+LangGraph's tables are created under an advisory lock (two shards starting together would
+otherwise race in `setup()`), blobs are inserted with `ON CONFLICT DO NOTHING`, and each run is
+its own thread.
 
 A view stored as a recipe (`trace_blobs`) names the input image by its absolute path: rebuilding
 that view's pixels on another machine needs the image at the same path (listing and replaying
@@ -17,24 +19,17 @@ steps never do).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from zoom_refine.graphs.run_index import (
-    IndexedSaver,
-    RunIndexWriter,
-    RunSummary,
-    postgres_ensure_index,
-    postgres_runs,
-    upsert_sql,
-)
+from zoom_refine.graphs.run_index import GRAPH_KEY, IndexedSaver, RunIndexWriter, ensure_index
 from zoom_refine.graphs.trace_blobs import BlobRunSaver, BlobStore
+from zoom_refine.graphs.trace_sql import POSTGRES, BlobTable, has_table
 from zoom_refine.graphs.trace_urls import display_url, redact
 from zoom_refine.tools.errors import InvalidInputError
 
@@ -52,13 +47,6 @@ NO_CREATE_RIGHTS = (
     "to it once (the tables are then created), or use another database"
 )
 NOT_A_DB = "not a trace database: {url} (no checkpoint tables; write one with `--trace-db {url}`)"
-BLOB_SCHEMA = """CREATE TABLE IF NOT EXISTS zr_blobs (
-    sha256 TEXT PRIMARY KEY,
-    mime TEXT NOT NULL DEFAULT '',
-    codec TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    data BYTEA NOT NULL
-)"""
 
 
 def _connect(url: str, **options: Any) -> Any:
@@ -86,96 +74,20 @@ def error_reason(error: BaseException, url: str) -> str:
     return redact(text or type(error).__name__, url)
 
 
-class PostgresBlobStore(BlobStore):
-    """`BlobStore` on a table `zr_blobs` in Postgres: the same codecs and checks, its own
-    connection (autocommit) and lock."""
-
-    def __init__(self, url: str, *, recipes: bool = True) -> None:
-        super().__init__(".", recipes=recipes)
-        self.url = url
-        self._pg: Any = None
-        self._pg_lock = threading.Lock()
-
-    def _connection(self) -> Any:  # never the SQLite file of the base class
-        raise NotImplementedError("PostgresBlobStore has no SQLite connection")
-
-    def _pg_connection(self) -> Any:
-        if self._pg is None:
-            self._pg = _connect(self.url)
-        return self._pg
-
-    def close(self) -> None:
-        with self._pg_lock:
-            if self._pg is not None:
-                self._pg.close()
-                self._pg = None
-
-    def create_table(self) -> None:
-        with self._pg_lock:
-            self._pg_connection().execute(BLOB_SCHEMA)
-        self._table_ready = True
-
-    def put_bytes(self, data: bytes, mime: str = "") -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            if digest in self._stored:
-                return digest
-        with self._pg_lock:
-            found = (
-                self._pg_connection()
-                .execute("SELECT 1 FROM zr_blobs WHERE sha256 = %s", (digest,))
-                .fetchone()
-            )
-        if found is None:
-            codec, stored = self._encode(data, mime)
-            with self._pg_lock:
-                self._pg_connection().execute(
-                    "INSERT INTO zr_blobs (sha256, mime, codec, size, data) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
-                    (digest, mime, codec, len(data), stored),
-                )
-        with self._lock:
-            self._stored.add(digest)
-        return digest
-
-    def _fetch(self, digest: str) -> tuple[bytes | None, str]:
-        import psycopg
-
-        with self._pg_lock:
-            try:
-                row = (
-                    self._pg_connection()
-                    .execute("SELECT codec, data FROM zr_blobs WHERE sha256 = %s", (digest,))
-                    .fetchone()
-                )
-            except psycopg.errors.UndefinedTable:  # no table: a marker copied from elsewhere
-                row = None
-        data, reason = self._decode((str(row[0]), bytes(row[1])) if row else None)
-        if data is not None and hashlib.sha256(data).hexdigest() != digest:
-            changed = row is not None and row[0] == "view"
-            return None, "the input image changed since the run" if changed else "corrupt data"
-        return data, reason
+def postgres_blobs(url: str, *, recipes: bool = True) -> BlobStore:
+    """The image table `zr_blobs` of the database `url`, on a connection of its own
+    (autocommit). Its tables are created by `open_postgres_saver`, under the setup lock."""
+    return BlobStore(BlobTable(POSTGRES, lambda: _connect(url)), recipes=recipes)
 
 
 class TracePostgresSaver(IndexedSaver, BlobRunSaver, PostgresSaver):
     """PostgresSaver that keeps the run index and compacts its rows per run (`BlobRunSaver`, as
     `trace_blobs.CompactSqliteSaver` does for SQLite)."""
 
-    def index_write(self, row: tuple[str | None, ...]) -> None:
-        with self._cursor() as cursor:
-            cursor.execute(upsert_sql("postgres"), row)
+    sql = POSTGRES
 
-    def listed_runs(self) -> list[RunSummary]:
-        return postgres_runs(self.conn)
-
-    def threads_with_prefix(self, prefix: str) -> list[str]:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
-                "AND left(thread_id, %s) = %s GROUP BY thread_id ORDER BY MIN(checkpoint_id)",
-                (len(prefix), prefix),
-            )
-            return [str(row["thread_id"]) for row in cursor.fetchall()]
+    def _locked_cursor(self) -> AbstractContextManager[Any]:
+        return self._cursor()
 
 
 def _take_setup_lock(conn: Any, url: str) -> None:
@@ -194,11 +106,7 @@ def _take_setup_lock(conn: Any, url: str) -> None:
 
 
 def has_checkpoint_tables(conn: Any) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass('checkpoints'), to_regclass('checkpoint_writes')"
-    ).fetchone()
-    values = list(row.values()) if isinstance(row, dict) else list(row)
-    return all(value is not None for value in values)
+    return all(has_table(conn, POSTGRES, table) for table in POSTGRES.checkpoint_tables)
 
 
 @contextlib.contextmanager
@@ -207,20 +115,19 @@ def open_postgres_saver(
     *,
     create: bool,
     serde: SerializerProtocol,
-    graph_key: str,
-    blobs: PostgresBlobStore | None,
+    blobs: BlobStore | None,
 ) -> Iterator[TracePostgresSaver]:
     """A `TracePostgresSaver` on `url`. Writing (`create`) creates the tables once per database,
     under an advisory lock; reading refuses a database without checkpoint tables. Either way
-    the run index exists afterwards (`run_index.postgres_ensure_index`)."""
+    the run index exists afterwards (`run_index.ensure_index`)."""
     from psycopg.rows import dict_row
 
     conn = _connect(url, row_factory=dict_row)
     try:
         saver = TracePostgresSaver(conn, serde=serde)
         with _creating_tables(url):
-            _set_up(saver, conn, url, create=create, graph_key=graph_key, blobs=blobs)
-        saver.run_index = RunIndexWriter(saver.index_write, graph_key)
+            _set_up(saver, conn, url, create=create, blobs=blobs)
+        saver.run_index = RunIndexWriter(saver.index_write, GRAPH_KEY)
         yield saver
     finally:
         conn.close()
@@ -232,8 +139,7 @@ def _set_up(
     url: str,
     *,
     create: bool,
-    graph_key: str,
-    blobs: PostgresBlobStore | None,
+    blobs: BlobStore | None,
 ) -> None:
     """Create the tables (writing) or check they exist (reading); the run index either way."""
     if create:
@@ -241,12 +147,12 @@ def _set_up(
         try:
             saver.setup()
             if blobs is not None:
-                blobs.create_table()
+                blobs.table.create()
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
     elif not has_checkpoint_tables(conn):
         raise InvalidInputError(NOT_A_DB.format(url=display_url(url)))
-    postgres_ensure_index(conn, saver, graph_key)
+    ensure_index(conn, POSTGRES, saver)
 
 
 @contextlib.contextmanager

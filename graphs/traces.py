@@ -7,7 +7,8 @@ msgpack only (no pickle fallback) and, on reading, only LangGraph's built-in all
 types is revived — the state is plain data plus LangChain messages, so nothing else is needed.
 Images are kept once per database, not in every row (`graphs.trace_blobs`); databases written
 before that read as they always did. Runs are listed from a small index table (`graphs.run_index`)
-written as they go, never from the checkpoints themselves.
+written as they go, never from the checkpoints themselves. Both are written once for both
+backends; their SQL differs only in `graphs.trace_sql`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ from zoom_refine.agent.context import ZoomContext
 from zoom_refine.agent.state import CropArtifact, InputState, OutputState, StepRecord, ViewRecord
 from zoom_refine.graphs import run_index
 from zoom_refine.graphs.registry import graph_named
-from zoom_refine.graphs.run_index import IndexedSaver, RunIndexWriter, RunSummary
+from zoom_refine.graphs.run_index import GRAPH_KEY, IndexedSaver, RunIndexWriter, RunSummary
 from zoom_refine.graphs.trace_blobs import BlobStore, CompactSqliteSaver, TraceSerializer
+from zoom_refine.graphs.trace_sql import LOCK_TIMEOUT_SECONDS, SQLITE, has_table, sqlite_connect
 from zoom_refine.graphs.trace_urls import MISSING_DRIVER, TraceTarget, describe_target, trace_target
 from zoom_refine.tools.errors import (
     ImageChangedError,
@@ -46,17 +48,19 @@ from zoom_refine.tools.errors import (
 )
 from zoom_refine.tools.images import load_image, read_source_bytes
 
-__all__ = ["RunSummary", "TraceTarget", "describe_target", "trace_target"]  # re-exported
+__all__ = [  # re-exported
+    "GRAPH_KEY",
+    "RunSummary",
+    "TraceTarget",
+    "describe_target",
+    "trace_target",
+]
 
 MISSING_DB = (
     "trace database not found: {path} (write one with `zoom-refine ask … --trace-db {path}`)"
 )
 NOT_A_DB = "not a trace database: {path} ({reason})"
 UNKNOWN_THREAD = "no run {thread_id!r} in {path} (list runs with `zoom-refine trace {path}`)"
-GRAPH_KEY = "graph"
-"""Run-config metadata key naming the compiled graph that ran (`baseline`, `zoom_refine`),
-stored with every checkpoint, so a trace is replayed with the graph that wrote it."""
-LOCK_TIMEOUT_SECONDS = 60.0
 STREAM_MODES: list[StreamMode] = ["updates", "custom"]
 OUTPUT_KEYS = frozenset(OutputState.__annotations__)
 CROP_CALL_ID = re.compile(r"crop-(\d+)")
@@ -107,9 +111,7 @@ def open_saver(
         _check_trace_db(db)
     elif db.parent and not db.parent.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
-    # Several processes may write one database (eval shards on one machine): wait for a
-    # writer's lock rather than fail after sqlite's default 5 s.
-    conn = sqlite3.connect(str(db), check_same_thread=False, timeout=LOCK_TIMEOUT_SECONDS)
+    conn = sqlite_connect(db)  # several processes may write one database (eval shards)
     blobs = BlobStore(db)
     try:
         if compact:
@@ -118,12 +120,12 @@ def open_saver(
             saver = IndexedSqliteSaver(conn, serde=strict_serde())
         _while_locked(saver.setup)
         try:
-            _while_locked(lambda: run_index.sqlite_ensure_index(conn, saver, GRAPH_KEY))
+            _while_locked(lambda: run_index.ensure_index(conn, SQLITE, saver))
         except sqlite3.OperationalError:
             if create:  # a database we cannot write: the run would fail anyway
                 raise
             # read-only (a file or folder we may not write): listed the old way
-        if run_index.sqlite_has_index(conn):
+        if run_index.has_index(conn, SQLITE):
             saver.run_index = RunIndexWriter(saver.index_write, GRAPH_KEY)
         yield saver
     finally:
@@ -136,15 +138,13 @@ def _open_postgres(
     url: str, *, create: bool, compact: bool, images: bool
 ) -> Iterator[IndexedSaver]:
     try:
-        from zoom_refine.graphs.trace_postgres import PostgresBlobStore, open_postgres_saver
+        from zoom_refine.graphs.trace_postgres import open_postgres_saver, postgres_blobs
     except ImportError as error:  # psycopg or langgraph-checkpoint-postgres missing
         raise InvalidInputError(MISSING_DRIVER) from error
-    blobs = PostgresBlobStore(url) if compact else None
+    blobs = postgres_blobs(url) if compact else None
     serde = TraceSerializer(blobs, expand=images) if blobs else strict_serde()
     try:
-        with open_postgres_saver(
-            url, create=create, serde=serde, graph_key=GRAPH_KEY, blobs=blobs
-        ) as saver:
+        with open_postgres_saver(url, create=create, serde=serde, blobs=blobs) as saver:
             yield saver
     finally:
         if blobs is not None:
@@ -155,29 +155,19 @@ def _check_trace_db(db: Path) -> None:
     if not db.is_file():
         raise InvalidInputError(MISSING_DB.format(path=db))
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            found = [has_table(conn, SQLITE, table) for table in SQLITE.checkpoint_tables]
     except sqlite3.DatabaseError as error:
         raise InvalidInputError(NOT_A_DB.format(path=db, reason=error)) from error
-    if not {"checkpoints", "writes"} <= tables:
+    if not all(found):
         raise InvalidInputError(NOT_A_DB.format(path=db, reason="no checkpoint tables"))
 
 
 class _SqliteIndexed(IndexedSaver, SqliteSaver):
-    def index_write(self, row: tuple[str | None, ...]) -> None:
-        """Upsert a run's index row, in the saver's lock and its own transaction."""
-        with self.cursor() as cursor:
-            cursor.execute(run_index.upsert_sql("sqlite"), row)
+    sql = SQLITE
 
-    def listed_runs(self) -> list[RunSummary]:
-        if run_index.sqlite_has_index(self.conn):
-            return run_index.sqlite_runs(self.conn)
-        threads = run_index.sqlite_threads(self.conn)  # a read-only database never indexed
-        return run_index.runs_from_checkpoints(self, threads, GRAPH_KEY)
-
-    def threads_with_prefix(self, prefix: str) -> list[str]:
-        query = _SAMPLE_RUNS.format(mark="?")
-        return [str(row[0]) for row in self.conn.execute(query, (len(prefix), prefix))]
+    def _locked_cursor(self) -> AbstractContextManager[Any]:
+        return self.cursor()
 
 
 class IndexedCompactSqliteSaver(_SqliteIndexed, CompactSqliteSaver):
@@ -186,13 +176,6 @@ class IndexedCompactSqliteSaver(_SqliteIndexed, CompactSqliteSaver):
 
 class IndexedSqliteSaver(_SqliteIndexed):
     """Every image in every row (`compact=False`), and the run index kept."""
-
-
-_SAMPLE_RUNS = (
-    "SELECT thread_id, MIN(checkpoint_id) FROM checkpoints WHERE checkpoint_ns = '' "
-    "AND substr(thread_id, 1, {mark}) = {mark} GROUP BY thread_id ORDER BY MIN(checkpoint_id)"
-)
-"""The runs of one eval sample (`sample_runs`); `{mark}`: the driver's parameter mark."""
 
 
 def is_trace_store_error(error: BaseException) -> bool:

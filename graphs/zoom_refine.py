@@ -39,7 +39,9 @@ from zoom_refine.agent.state import (
     check_question,
     crop_failure_record,
     normalize_options,
+    refine_failure,
 )
+from zoom_refine.agent.view_cost import view_cost
 from zoom_refine.graphs.calls import MODEL_RETRY, call_model, resolve_family, resolve_model
 from zoom_refine.graphs.calls import step_record as record
 from zoom_refine.tools.crop_tool import crop_tool
@@ -90,10 +92,12 @@ def localize(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         processed_size=reply.processed_size,
     )  # fmt: skip
     calls = crop_tool_calls(read, view, hop, views)
+    cost = view_cost(view.shown_size, processed_size=reply.processed_size, family=family,
+        context=context)  # fmt: skip
     fields = read.step_fields(several=context.max_regions > 1)
     update |= {
         "messages": [*opening, prompt, AIMessage(content=reply.text, tool_calls=calls)],
-        "steps": [record("localize", hop, reply, view=view.id, answer=answer, **fields)],
+        "steps": [record("localize", hop, reply, view=view.id, answer=answer, **fields, **cost)],
         "usage": reply.usage,
     }
     if hop == 0:
@@ -117,20 +121,23 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     )
     prompt = HumanMessage(text)
     by_token = context.confidence_source == "token" and bool(options)
+    model = resolve_model(context)
     try:
-        reply = call_model(resolve_model(context), [*state["messages"], prompt], logprobs=by_token)
+        reply = call_model(model, [*state["messages"], prompt], logprobs=by_token)
     except (GraphBubbleUp, ZoomRefineError):
         raise  # interrupts and user errors (a bad setting fails every sample) are not kept
     except Exception as error:
         if not context.keep_answer_on_refine_failure:
             raise
-        return _refine_failed(views, failed, previous, error)
+        return refine_failure([view.to_record() for view in views], failed, previous, error)
     answer = parse_answer(reply.text, options, rechecked=True, mode=context.answer_parser)
     confidence, source = answer_confidence(reply.text, options, reply.logprobs, by_token=by_token)
     hop = views[-1].hop
     note = None if answer else "no answer in the reply: keeping the previous answer"
     step: StepRecord = record("refine", hop, reply, view=views[-1].id, answer=answer, box=None,
-        box_frame=None, confidence=confidence, confidence_source=source, note=note)  # fmt: skip
+        box_frame=None, confidence=confidence, confidence_source=source, note=note,
+        **view_cost(views[-1].shown_size, processed_size=reply.processed_size,
+            family=resolve_family(context, model), context=context))  # fmt: skip
     if context.max_regions > 1:
         step["crops"] = [item.id for item in views]
     update: dict[str, Any] = {
@@ -144,30 +151,6 @@ def refine(state: ZoomState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     }
     stop = context.stop_reason(confidence, hop)
     return update | {"stop_reason": stop} if stop else update
-
-
-def _refine_failed(
-    views: list[View], failed: list[StepRecord], previous: str | None, error: Exception
-) -> dict[str, Any]:
-    """The official preset's record of a refine call that raised: the previous answer kept, the
-    error in the step's note (`raw` None: no reply)."""
-    hop = views[-1].hop
-    note = f"refine call failed ({type(error).__name__}: {error}): keeping the previous answer"
-    step: StepRecord = {
-        "node": "refine",
-        "hop": hop,
-        "raw": None,
-        "view": views[-1].id,
-        "answer": None,
-        "note": note,
-    }
-    return {
-        "views": [item.to_record() for item in views],
-        "hop": hop,
-        "answer": previous,
-        "steps": [*failed, step],
-        "stop_reason": "refine_failed",
-    }
 
 
 def route_after_localize(state: ZoomState) -> Literal["crop", "__end__"]:

@@ -54,6 +54,15 @@ def tiny_qwen_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A tiny random Qwen3-VL checkpoint (`zoom_refine.testing.tiny_qwen3`, pixel budget
+    `QWEN3_MIN_PIXELS`..`QWEN3_MAX_PIXELS`), built once per test session (about a second)."""
+    from zoom_refine.testing.tiny_qwen3 import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3_vl"))
+
+
+@pytest.fixture(scope="session")
 def trained_internvl_path() -> pathlib.Path:
     """The tiny InternVL3 trained to answer the Zoom-Refine protocol (`zoom_refine.testing`'s
     `PROTOCOL_*`): from `cache_root()`, or trained now (about 20-50 s on 2 cores) and cached there.

@@ -15,7 +15,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
-from pydantic import Field
 from typer.testing import CliRunner
 
 from zoom_refine import InvalidInputError, ZoomContext, build_agent_graph
@@ -25,6 +24,7 @@ from zoom_refine.evals.runner import EvalPlan, parse_methods, run_eval
 from zoom_refine.evals.tables import format_table
 from zoom_refine.graphs.traces import read_trace, run_graph
 from zoom_refine.testing import (
+    ReplyFake,
     RuleVisionModel,
     ScriptedToolCallingModel,
     ScriptedVisionModel,
@@ -184,37 +184,11 @@ def test_openai_tool_images_can_stay_in_the_tool_message(scene: pathlib.Path) ->
     assert isinstance(sent[-1], ToolMessage) and len(images_in(sent[-1])) == 1
 
 
-class ServerWithoutParser(BaseChatModel):
-    """Binds tools like a server would, but replies with `<tool_call>` text (no parser)."""
-
-    replies: list[str]
-    requests: list[list[BaseMessage]] = Field(default_factory=list)
-    bound: list[Any] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "server-without-parser"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        self.bound.append(tools)
-        return self
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.requests.append(list(messages))
-        reply = AIMessage(content=self.replies[len(self.requests) - 1])
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-
 def test_text_calls_from_a_tool_binding_model_are_read_and_answered_as_text(
     scene: pathlib.Path,
 ) -> None:
-    model = ServerWithoutParser(replies=[FIRST_CALLS["qwen3_vl"], "Answer: A"])
+    replies = [FIRST_CALLS["qwen3_vl"], "Answer: A"]  # a server binding tools, with no parser
+    model = ReplyFake(reply=lambda messages: replies[len(model.requests) - 1])
     result = run(scene, model, tool_convention="qwen3_vl")
     assert model.bound and model.bound[0][0]["function"]["name"] == "image_zoom_in_tool"
     assert result["views"][1]["hop"] == 1
@@ -421,8 +395,10 @@ def test_cli_refuses_an_unknown_method_in_one_line(tmp_path: pathlib.Path) -> No
     data = fixtures.write_hr_bench_tsv(tmp_path / "data")
     outcome = CliRunner().invoke(app, ["eval", "hr-bench", "--data", str(data), "--method",
         "baseline,agents", "--out", str(tmp_path / "run")])  # fmt: skip
-    assert outcome.exit_code == 2 and "--method takes a comma list" in outcome.output
-    assert "Traceback" not in outcome.output
+    text = " ".join(outcome.output.replace("│", " ").split())  # the usage-error box, unwrapped
+    assert outcome.exit_code == 2 and "Invalid value for '--method': takes a comma list" in text
+    assert "got 'baseline,agents'" in text and "Traceback" not in outcome.output
+    assert not (tmp_path / "run").exists()  # refused while parsing: nothing written
 
 
 def test_traced_agent_run_replays_with_the_agent_graph(
@@ -437,3 +413,69 @@ def test_traced_agent_run_replays_with_the_agent_graph(
     rows = [(step.node, (step.record or {}).get("view")) for step in trace.steps]
     assert rows == [("agent", "img0"), ("crop", "img1"), ("agent", "img1")]
     assert trace.steps[1].view_box == run_.result["views"][1]["box"]
+
+
+# --- the agent's wording comes from the prompt set (`[agent]`, docs/prompts.md) ---------------
+
+AGENT_SET = """[templates]
+localize = "Q {question}"
+refine = "R"
+zoom_again = "Z"  # max_hops > 1 asks for it, whatever the method (ZoomContext checks the set)
+question_with_options = "ASKED {question} / {options}"
+question_open = "ASKED {question}"
+
+[agent]
+tools_system = "TOOLS {tools}"
+final = "DONE after {limit}. {answer_format}"
+error = "FAILED: {message}"
+
+[agent.zoom_hint]
+crop = "ZOOM at most {limit}"
+
+[agent.result_hint]
+crop = "NEXT?"
+"""
+
+
+def test_a_prompt_set_file_overriding_agent_texts_changes_what_the_model_is_sent(
+    scene: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Each overridden text reaches the model where ours did; the ones the set leaves out
+    (the answer format) are ours."""
+    path = tmp_path / "agent.toml"
+    path.write_text(AGENT_SET, encoding="utf-8")
+    bad = call_text("crop", {"image_id": "img0", "box": [0.75, 0.6, "x", 0.8]})
+    model = ScriptedVisionModel(replies=[bad, FIRST_CALLS["crop"], "Answer: A"])
+    result = run(scene, model, prompts=path, tool_call_format="text", max_hops=2)
+    assert result["answer"] == "A" and len(model.requests) == 3
+    system, question = model.requests[0]
+    assert isinstance(system, SystemMessage) and texts_in(system).startswith('TOOLS {"type"')
+    ours = "When you are sure, end your reply with exactly one line:\nAnswer: <{}>"
+    assert texts_in(question) == (
+        "ASKED What colour is the square? / A. red\nB. blue\n\nZOOM at most 2\n\n"
+        + ours.format("the letter of the correct option")
+    )
+    error = texts_in(model.requests[1][-1])
+    assert "\nFAILED: box must be four finite numbers" in error and "Error:" not in error
+    last = model.requests[2][-1]  # the crop result, then the final request, in one user turn
+    assert len(images_in(last)) == 1
+    assert texts_in(last).endswith(
+        "NEXT?\n\n</tool_response>\nDONE after 2. "
+        + ours.format("the letter of the correct option")
+    )
+
+
+def test_a_set_without_agent_texts_runs_the_agent_with_ours(
+    scene: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """A set written for the Zoom-Refine graph alone (no [agent], no question fragments) shows
+    the agent model exactly what the default set does."""
+    path = tmp_path / "zoom-only.toml"
+    path.write_text("[templates]\nlocalize = 'Q {question}'\nrefine = 'R'\n", encoding="utf-8")
+    sent = []
+    for prompts in (path, None):
+        model = ScriptedVisionModel(replies=[FIRST_CALLS["mini_o3"], FINAL["mini_o3"]])
+        run(scene, model, prompts=prompts, tool_convention="mini_o3", max_hops=1)
+        sent.append([[texts_in(message) for message in request] for request in model.requests])
+    assert sent[0] == sent[1]
+    assert sent[0][0][1].startswith("Question: What colour is the square?\nOptions:\nA. red")

@@ -11,38 +11,21 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
 from PIL import Image
 
 from zoom_refine import InvalidInputError, ZoomContext, build_agent_graph
+from zoom_refine.testing import ReplyFake
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-class RefusingServer(BaseChatModel):
+def refuse(messages: list[BaseMessage]) -> str:
     """A vLLM server answering 400 because the request is longer than its context."""
-
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "refusing"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.calls += 1
-        request = httpx.Request("POST", "http://vllm.test/v1/chat/completions")
-        text = "This model's maximum context length is 4096 tokens. However, you requested 9000."
-        response: Any = httpx.Response(400, request=request)
-        raise openai.BadRequestError(text, response=response, body=None)
+    request = httpx.Request("POST", "http://vllm.test/v1/chat/completions")
+    text = "This model's maximum context length is 4096 tokens. However, you requested 9000."
+    response: Any = httpx.Response(400, request=request)
+    raise openai.BadRequestError(text, response=response, body=None)
 
 
 def test_a_server_refusal_in_the_agent_graph_is_one_line_naming_the_flag(
@@ -50,7 +33,7 @@ def test_a_server_refusal_in_the_agent_graph_is_one_line_naming_the_flag(
 ) -> None:
     path = tmp_path / "scene.png"
     Image.new("RGB", (64, 48), (9, 9, 9)).save(path)
-    model = RefusingServer()
+    model = ReplyFake(reply=refuse)
     context = ZoomContext(model=model, tool_call_format="text", max_hops=2)
     with pytest.raises(InvalidInputError, match="--max-model-len") as caught:
         build_agent_graph().invoke(

@@ -12,22 +12,22 @@ from typing import Any
 
 import dataset_fixtures as fixtures
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from agent_fixtures import run_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
-from pydantic import Field
 
 from zoom_refine import ZoomContext, build_agent_graph
 from zoom_refine.agent.strict_json import plain_json, shown, strict_json
 from zoom_refine.agent.tool_calls import parse_text_tool_calls
 from zoom_refine.evals.runner import EvalPlan, parse_methods, run_eval
 from zoom_refine.evals.store import encode_line, replace_json
-from zoom_refine.testing import ScriptedToolCallingModel, ScriptedVisionModel, texts_in
-
-OPTIONS = ["red", "blue"]
+from zoom_refine.testing import (
+    ReplyFake,
+    ScriptedToolCallingModel,
+    ScriptedVisionModel,
+    texts_in,
+)
 
 
 @pytest.fixture
@@ -37,14 +37,6 @@ def scene(tmp_path: pathlib.Path) -> pathlib.Path:
     path = tmp_path / "scene.png"
     image.save(path)
     return path
-
-
-def run(scene: pathlib.Path, model: BaseChatModel, **settings: Any) -> dict[str, Any]:
-    context = ZoomContext(model=model, **settings)
-    inputs = {"image": str(scene), "question": "What colour is the square?", "options": OPTIONS}
-    config = {"recursion_limit": context.recursion_limit}
-    result: dict[str, Any] = build_agent_graph().invoke(inputs, context=context, config=config)
-    return result
 
 
 def call_text(name: str, args_json: str) -> str:
@@ -109,7 +101,7 @@ FINAL = {"crop": "Answer: B", "qwen3_vl": "Answer: B", "deepeyes": "<answer>B</a
 def test_hostile_call_is_a_recorded_tool_error(scene: pathlib.Path, case: str) -> None:
     convention, reply, reason = HOSTILE[case]
     model = ScriptedVisionModel(replies=[reply, FINAL[convention]])
-    result = run(scene, model, tool_convention=convention, max_hops=2)
+    result = run_agent(scene, model, tool_convention=convention, max_hops=2)
     [call] = result["steps"][0]["tool_calls"]
     assert call["error"] is not None and reason in call["error"] and call["view"] is None
     assert len(call["error"]) < 400  # the message quotes the value, cut short
@@ -136,7 +128,7 @@ def test_server_call_with_unusable_arguments_is_an_error_answered_by_id(
     ]
     replies = [AIMessage(content="", tool_calls=calls), AIMessage(content="Answer: B")]
     model = ScriptedToolCallingModel(replies=replies)
-    result = run(scene, model, tool_call_format="openai", max_hops=3)
+    result = run_agent(scene, model, tool_call_format="openai", max_hops=3)
     records = result["steps"][0]["tool_calls"]
     assert [r["id"] for r in records] == ["a", "b", "c"]
     assert all(r["error"] and r["view"] is None for r in records)
@@ -209,7 +201,7 @@ def test_a_call_both_in_the_text_and_parsed_by_the_server_runs_once(scene: pathl
     text = "Let me look closer.\n" + TEXT_CALL
     replies = [AIMessage(content=text, tool_calls=[parsed]), AIMessage(content="Answer: A")]
     model = ScriptedToolCallingModel(replies=replies)
-    result = run(scene, model, tool_call_format="text", max_hops=2)
+    result = run_agent(scene, model, tool_call_format="text", max_hops=2)
     first = result["steps"][0]
     assert first["raw"] == text  # verbatim: nothing appended
     assert len(first["tool_calls"]) == 1 and len(result["views"]) == 2
@@ -235,7 +227,7 @@ NON_FINITE = [
 )
 def test_non_finite_numbers_are_stored_as_strings(scene: pathlib.Path) -> None:
     model = ScriptedVisionModel(replies=[*NON_FINITE, "Answer: A"])
-    result = run(scene, model, max_hops=3)
+    result = run_agent(scene, model, max_hops=3)
     strict(result["steps"])
     args = [step["tool_calls"][0]["args"] for step in result["steps"][:3]]
     assert args[0]["box"][0] == "NaN" and args[1]["box"][2] == "Infinity"
@@ -254,53 +246,29 @@ def test_prediction_lines_and_json_files_are_strict(tmp_path: pathlib.Path) -> N
     assert json.loads((tmp_path / "s.json").read_text()) == {"accuracy": "NaN"}
 
 
-class SilentModel(BaseChatModel):
+SILENT = "I am not sure what to make of this picture, to be honest."
+
+
+def silent_model() -> ReplyFake:
     """Never calls a tool and never states an answer the parser reads."""
-
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "silent"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.calls += 1
-        text = "I am not sure what to make of this picture, to be honest."
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+    return ReplyFake(reply=lambda messages: SILENT)
 
 
-class NaNBoxModel(BaseChatModel):
+def nan_box_model() -> ReplyFake:
     """Calls the crop tool with a NaN box once, then answers A."""
 
-    seen: list[int] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "nan-box"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def reply(messages: list[BaseMessage]) -> str:
         first = not any(isinstance(m, AIMessage) for m in messages)
-        text = NON_FINITE[0] if first else "Answer: A"
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        return NON_FINITE[0] if first else "Answer: A"
+
+    return ReplyFake(reply=reply)
 
 
 def test_eval_predictions_of_non_finite_calls_are_strict_json(tmp_path: pathlib.Path) -> None:
     data = fixtures.write_hr_bench_tsv(tmp_path / "data")
     plan = EvalPlan(benchmark="hr-bench", data=data, out=tmp_path / "run",
         methods=parse_methods("agent"), limit=2)  # fmt: skip
-    run_eval(plan, ZoomContext(model=NaNBoxModel(), max_hops=2))
+    run_eval(plan, ZoomContext(model=nan_box_model(), max_hops=2))
     lines = (tmp_path / "run/predictions.jsonl").read_text().splitlines()
     records = [json.loads(line, parse_constant=lambda name: pytest.fail(name)) for line in lines]
     ok = [r for r in records if r["status"] == "ok"]
@@ -322,7 +290,7 @@ def test_a_model_ignoring_the_tool_convention_is_warned_about_once(
     heard: list[str] = []
     plan = EvalPlan(benchmark="hr-bench", data=data, out=tmp_path / "run",
         methods=parse_methods("agent"))  # fmt: skip
-    context = ZoomContext(model=SilentModel(), tool_convention="qwen3_vl")
+    context = ZoomContext(model=silent_model(), tool_convention="qwen3_vl")
     summary = run_eval(plan, context, on_warning=heard.append)
     [warning] = heard
     assert "--tool-convention" in warning and "--tool-call-format" in warning
@@ -337,7 +305,9 @@ def test_no_warning_for_a_model_that_answers_or_zooms(tmp_path: pathlib.Path) ->
     heard: list[str] = []
     plan = EvalPlan(benchmark="hr-bench", data=data, out=tmp_path / "run",
         methods=parse_methods("agent"))  # fmt: skip
-    summary = run_eval(plan, ZoomContext(model=NaNBoxModel(), max_hops=1), on_warning=heard.append)
+    summary = run_eval(
+        plan, ZoomContext(model=nan_box_model(), max_hops=1), on_warning=heard.append
+    )
     assert heard == [] and "warnings" not in summary
 
 

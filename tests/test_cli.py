@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -297,7 +298,11 @@ def test_ask_and_eval_share_one_set_of_model_options() -> None:
     import typer.main
 
     command = typer.main.get_command(app)
-    shared = {"--" + field.name.replace("_", "-") for field in dataclasses.fields(ModelOptions)}
+    renamed = {"qwen_min_pixels": "--min-pixels", "qwen_max_pixels": "--max-pixels"}
+    shared = {
+        renamed.get(field.name, "--" + field.name.replace("_", "-"))
+        for field in dataclasses.fields(ModelOptions)
+    }
     assert set(SHARED) <= shared
     for name in ("ask", "eval"):
         params = command.commands[name].params  # type: ignore[attr-defined]
@@ -371,3 +376,97 @@ def test_stray_values_after_a_repeatable_option_say_to_repeat_it() -> None:
     text = " ".join(result.output.split())
     assert "unexpected extra argument" in text
     assert "repeated, one value each" in text and "-o A -o B" in text
+
+
+# --- help a newcomer can read; eval's progress and output -------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["ask", "eval", "demo", "trace", "report", "replay", "mcp"])
+def test_help_shows_plain_metavars(command: str) -> None:
+    """No Python types (`<str>`, `<list[str]>`, `<int range> [x>=0]`) and no `{image}`: plain
+    words (`INTEGER`, `URL`, `1..8`) and `IMAGE QUESTION` in the usage line."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert not re.search(r"<(str|int|float|bool|path|list)\b|\[x[<>]=|\{\w+\}", text), text
+    if command == "ask":
+        assert "Usage: root ask [OPTIONS] IMAGE QUESTION" in text
+        assert re.search(r"--base-url +URL ", text) and re.search(r"--max-hops +1\.\.8 ", text)
+        assert re.search(r"--max-patches +INTEGER ", text)
+
+
+def test_eval_method_is_a_choice_of_the_registered_methods(tmp_path: Path) -> None:
+    from zoom_refine.graphs.registry import METHOD_GRAPHS
+
+    shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).stdout
+    (line,) = [line for line in shown.splitlines() if " --method " in line]
+    choices = line.split("--method", 1)[1].split()[0].strip("[]").split("|")
+    assert set(METHOD_GRAPHS) <= set(choices) and "both" in choices
+    ask_help = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200"}).stdout
+    (ask_line,) = [line for line in ask_help.splitlines() if " --method " in line]
+    assert ask_line.split("--method", 1)[1].split()[0] == "[" + "|".join(METHOD_GRAPHS) + "]"
+
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--method", "zoom,agent"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "Invalid value for '--method'" in text and "zoom-refine, baseline, agent" in text
+    assert not out.exists()  # refused while parsing the command line
+
+
+def progress_line(stderr: str, benchmark: str = "hr-bench") -> str:
+    (line,) = [line for line in stderr.splitlines() if line.startswith(benchmark + " ")]
+    return line
+
+
+def test_eval_progress_shows_its_total_and_resumes_from_what_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`12/12`, not `12/?`: six rows (one malformed, recorded as wrong) times two methods; a
+    resumed run starts from the records already in the folder; skipped bad rows are not planned."""
+    monkeypatch.setattr(
+        "zoom_refine.agent.models.load_chat_model", lambda *a, **k: RuleVisionModel()
+    )
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["eval", "hr-bench", "--data", str(data), "--out", str(out), "--method", "both"]
+    first = runner.invoke(app, [*args, "--limit", "2"], env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    assert " 4/4 " in progress_line(first.stderr)
+    resumed = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert resumed.exit_code == 0, resumed.output
+    assert " 12/12 " in progress_line(resumed.stderr)
+    skipped = [*args[:-4], "--out", str(tmp_path / "skip"), "--bad-rows", "skip"]
+    result = runner.invoke(app, skipped, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert " 5/5 " in progress_line(result.stderr)
+
+
+@pytest.mark.slow
+def test_eval_with_a_local_model_shows_our_lines_not_transformers_bars(
+    tmp_path: Path, tiny_internvl_path: Path
+) -> None:
+    """The real console script on a real local checkpoint: stderr holds our loading line and
+    the progress bar with its total; no transformers loading bar, tqdm line or warning."""
+    data = fixtures.write_hr_bench_tsv(tmp_path / "data")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    args = ["eval", "hr-bench", "--data", str(data), "--out", str(tmp_path / "run")]
+    args += ["--model", f"hf:{tiny_internvl_path}", "--max-patches", "1", "--limit", "3"]
+    done = subprocess.run(
+        [script(), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"loading hf:{tiny_internvl_path} …"
+    assert lines[1].startswith(f"loaded hf:{tiny_internvl_path} in ")
+    assert " 3/3 " in progress_line(done.stderr) and len(lines) == 3, done.stderr
+    for noise in ("Loading", "it/s", "%|", "Warning", "warn"):
+        assert noise not in done.stderr, noise
+    assert done.stdout.startswith("hr-bench (extractor: strict)")

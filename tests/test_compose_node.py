@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from compose_fixtures import RED, finds_red, write_photo
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
-from PIL import Image
 from typing_extensions import TypedDict
 
 from zoom_refine import (
@@ -23,7 +23,6 @@ from zoom_refine import (
 )
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel
 
-RED = (1200, 600, 1400, 800)  # the red square, in pixels of the 1600×1000 photo
 KEYS = {"image": "photo_path", "question": "user_question", "options": "choices"}
 OUTS = {"answer": "verdict", "confidence": "certainty", "views": "crops"}
 
@@ -42,20 +41,11 @@ class TicketState(TypedDict, total=False):
 
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
-    image = Image.new("RGB", (1600, 1000), (200, 200, 200))
-    image.paste((255, 0, 0), RED)
-    path = tmp_path / "photo.png"
-    image.save(path)
-    return path
+    return write_photo(tmp_path)
 
 
 def scripted() -> ScriptedVisionModel:
-    return ScriptedVisionModel(
-        replies=[
-            "Answer: B\nBounding box: [0.75, 0.6, 0.875, 0.8]",
-            "Rechecked Answer: A\nConfidence: 0.8",
-        ]
-    )
+    return finds_red(confidence=0.8)
 
 
 def write_reply(state: TicketState) -> dict[str, Any]:

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from compose_fixtures import RED, finds_red, write_photo
 from langchain.agents import AgentState, create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from PIL import Image
 from typing_extensions import NotRequired
 
 from zoom_refine import ZoomContext, make_crop_tool, zoom_refine_tool
 from zoom_refine.testing import ScriptedToolCallingModel, ScriptedVisionModel, images_in
-
-RED = (1200, 600, 1400, 800)  # the red square, in pixels of the 1600×1000 photo
 
 
 class PhotoAgentState(AgentState):  # type: ignore[type-arg]
@@ -26,20 +24,11 @@ class PhotoAgentState(AgentState):  # type: ignore[type-arg]
 
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
-    image = Image.new("RGB", (1600, 1000), (200, 200, 200))
-    image.paste((255, 0, 0), RED)
-    path = tmp_path / "photo.png"
-    image.save(path)
-    return path
+    return write_photo(tmp_path)
 
 
 def vision_model() -> ScriptedVisionModel:
-    return ScriptedVisionModel(
-        replies=[
-            "Answer: B\nBounding box: [0.75, 0.6, 0.875, 0.8]",
-            "Rechecked Answer: A\nConfidence: 0.85",
-        ]
-    )
+    return finds_red(confidence=0.85)
 
 
 def run_agent(tool: Any, args: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:

@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
-from pydantic import Field
 
 from zoom_refine import ZoomContext, build_agent_graph
 from zoom_refine.agent.tool_conventions import TOOL_CONVENTIONS, ToolConventionName
+from zoom_refine.testing import ReplyFake
 
 BASE_SEED = 21_000
 CONVERSATIONS = int(os.environ.get("ZOOM_FUZZ_CONVERSATIONS", "2000"))
@@ -49,33 +46,10 @@ BOX_KEY = {"crop": "box", "qwen3_vl": "bbox_2d", "deepeyes": "bbox_2d", "mini_o3
 SCALE = {"crop": 1.0, "qwen3_vl": 1000.0, "deepeyes": 96.0, "mini_o3": 1.0}
 
 
-class FuzzModel(BaseChatModel):
+def fuzz_model(replies: list[AIMessage]) -> ReplyFake:
     """Replays `replies`, then answers `A`; binds tools like a server; counts its calls."""
-
-    replies: list[AIMessage]
-    calls: int = 0
-    log: list[str] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "fuzz"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-    def __repr__(self) -> str:  # LangChain reprs the model on every call: keep it cheap
-        return "FuzzModel()"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.calls += 1
-        reply = self.replies[self.calls - 1] if self.calls <= len(self.replies) else None
-        return ChatResult(generations=[ChatGeneration(message=reply or AIMessage("Answer: A"))])
+    script = iter(replies)
+    return ReplyFake(reply=lambda messages: next(script, None) or AIMessage("Answer: A"))
 
 
 # --- hostile values -----------------------------------------------------------------------------
@@ -236,7 +210,7 @@ class Finding:
         return f"seed {self.seed} ({self.convention}, {self.call_format}): {self.problem}"
 
 
-def check_run(result: dict[str, Any], model: FuzzModel, max_hops: int) -> list[str]:
+def check_run(result: dict[str, Any], model: ReplyFake, max_hops: int) -> list[str]:
     """What is wrong with one finished run (empty when nothing is)."""
     problems: list[str] = []
     width, height = IMAGE_SIZE
@@ -271,7 +245,7 @@ def fuzz(seeds: list[int], image: bytes) -> tuple[list[Finding], dict[str, int]]
     inputs = {"image": image, "question": "Which colour?", "options": ["red", "blue"]}
     for seed in seeds:
         convention, call_format, max_hops, replies = conversation(seed)
-        model = FuzzModel(replies=replies)
+        model = fuzz_model(replies)
         context = ZoomContext(model=model, tool_convention=convention,
             tool_call_format=call_format, max_hops=max_hops)  # fmt: skip
         try:

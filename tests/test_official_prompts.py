@@ -17,13 +17,13 @@ from langchain_core.messages import SystemMessage
 from PIL import Image
 from typer.testing import CliRunner
 
-from zoom_refine import ZoomContext, build_graph
+from zoom_refine import ZoomContext, build_agent_graph, build_graph
 from zoom_refine.agent.official_prompts import (
     official_prompt_set_toml,
     read_official_prompts,
     write_official_prompt_set,
 )
-from zoom_refine.agent.prompt_set import load_prompt_set
+from zoom_refine.agent.prompt_set import default_agent_texts, default_prompt_set, load_prompt_set
 from zoom_refine.agent.prompts import localize_prompt, refine_prompt, system_prompt
 from zoom_refine.cli import app
 from zoom_refine.testing import ScriptedVisionModel, texts_in
@@ -153,6 +153,28 @@ def test_the_written_set_drives_the_graph(repo: Path, tmp_path: Path) -> None:
     assert system.content == API_TEMPLATES["system_prompt_1"]
     assert texts_in(first) == API_TEMPLATES["user_template_1"].format(question=inputs["question"])
     assert texts_in(model.requests[1][-1]) == API_TEMPLATES["user_template_follow_up"]
+
+
+@pytest.mark.parametrize("variant", ["base", "api"])
+def test_the_written_set_runs_the_agent_graph_with_our_agent_texts(
+    repo: Path, tmp_path: Path, variant: Any
+) -> None:
+    """The official code has no agent method: a set written by from-official has no [agent]
+    table, loads with ours, hashes as without them, and shows the agent model our wording."""
+    path, _, written = write_official_prompt_set(repo, tmp_path / "set.toml", variant=variant)
+    prompts = load_prompt_set(path)
+    assert prompts.agent == default_agent_texts() and prompts.sha256 == written.sha256
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (800, 600), (90, 90, 90)).save(image)
+    inputs: Any = {"image": str(image), "question": "Which one?", "options": ["x", "y"]}
+    sent = []
+    for chosen in (prompts, default_prompt_set()):
+        model = ScriptedVisionModel(replies=["Answer: B"])
+        context = ZoomContext(model=model, prompts=chosen, image_format="png")
+        build_agent_graph().invoke(inputs, context=context)
+        sent.append([texts_in(message) for message in model.requests[0]])
+    assert sent[0] == sent[1]  # the official `system` is the Zoom-Refine graph's, not the agent's
+    assert sent[0][-1].startswith("Question: Which one?\nOptions:\nA. x\nB. y\n\nIf details")
 
 
 @pytest.mark.parametrize(

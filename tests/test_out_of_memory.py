@@ -204,7 +204,7 @@ def test_out_of_memory_in_a_batch_fails_only_the_call_that_does_not_fit(
         config={"max_concurrency": 2},
         return_exceptions=True,
     )
-    batcher = poisoned.backend.batchers[(2, 500.0, 2, True)]
+    batcher = poisoned.backend.batchers[(2, 500.0, 2, None, None, True)]
     assert batcher.batch_sizes == [2]  # they did run together
     good, bad = replies
     assert isinstance(good, AIMessage) and good.content

@@ -5,19 +5,24 @@ one clear error, never a file under a folder named after the scheme."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import random
 import re
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import dataset_fixtures as fixtures
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from PIL import Image
 from postgres_server import INSTALL_HINT, PostgresServer, postgres_server, server_binaries
 from postgres_server import USER as PG_USER
@@ -30,6 +35,9 @@ from zoom_refine import ZoomContext
 from zoom_refine.agent.state import InputState
 from zoom_refine.cli import app
 from zoom_refine.graphs import run_index
+from zoom_refine.graphs.trace_blobs import BlobStore
+from zoom_refine.graphs.trace_postgres import postgres_blobs
+from zoom_refine.graphs.trace_sql import POSTGRES
 from zoom_refine.graphs.traces import list_runs, open_saver, read_trace, run_graph, sample_runs
 from zoom_refine.testing import ScriptedVisionModel
 
@@ -202,6 +210,92 @@ def test_cli_asks_into_postgres_and_trace_lists_and_replays(
     assert [p for p in tmp_path.iterdir() if p.name.startswith("postgres")] == []
 
 
+# --- one store, two backends: the same contract -------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def trace_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty trace database of each backend: a SQLite file, a Postgres database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+def blob_store(db: str) -> BlobStore:
+    """A store of its own on `db` (nothing remembered from another store's writes)."""
+    return postgres_blobs(db) if db.startswith("postgresql://") else BlobStore(db)
+
+
+def blob_rows(db: str) -> list[tuple[str, str, int]]:
+    """(sha256, codec, size) of every row of `zr_blobs`, read with the driver itself."""
+    query = "SELECT sha256, codec, size FROM zr_blobs ORDER BY sha256"
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return [(str(a), str(b), int(c)) for a, b, c in conn.execute(query).fetchall()]
+    with closing(sqlite3.connect(db)) as lite:
+        return [(str(a), str(b), int(c)) for a, b, c in lite.execute(query).fetchall()]
+
+
+def test_the_blob_store_keeps_the_same_contract_on_both_backends(trace_db: str) -> None:
+    packed = b"zoom-refine " * 2000  # compresses: stored as zlib
+    noise = random.Random(7).randbytes(5000)  # does not: stored as it is
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    first = blob_store(trace_db)
+    try:
+        assert first.get_bytes(missing) is None  # no table yet: nothing, not an error
+        digests = [first.put_bytes(packed, "image/bmp"), first.put_bytes(noise)]
+        assert digests == [hashlib.sha256(data).hexdigest() for data in (packed, noise)]
+        first.table.insert(digests[1], "", "raw", len(noise), noise)  # a racing writer's insert
+    finally:
+        first.close()
+    second = blob_store(trace_db)  # another process: it knows nothing of the first's writes
+    try:
+        assert second.put_bytes(packed, "image/bmp") == digests[0]
+        assert second.get_bytes(digests[0]) == packed and second.get_bytes(digests[1]) == noise
+        assert second.get_bytes(missing) is None
+    finally:
+        second.close()
+    assert blob_rows(trace_db) == sorted(
+        [(digests[0], "zlib", len(packed)), (digests[1], "raw", len(noise))]
+    )
+
+
+def put_checkpoint(saver: Any, thread_id: str, namespace: str = "") -> None:
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace}}
+    saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+
+
+def test_threads_with_prefix_matches_literally_on_both_backends(trace_db: str) -> None:
+    """`%` and `_` in a prefix are characters, not LIKE's wildcards; runs come oldest first,
+    one entry per run, subgraph checkpoints not counted."""
+    threads = ["50%_off:2", "50%Xoff:1", "50X_off:3", "5%_off:4", "50%_off:1", "a_b:1", "axb:1"]
+    with open_saver(trace_db, create=True) as saver:
+        for thread in threads:
+            put_checkpoint(saver, thread)
+        put_checkpoint(saver, "50%_off:2")  # a second checkpoint of an earlier run
+        put_checkpoint(saver, "50%_off:9", namespace="child")  # a subgraph's, not a run
+        assert saver.threads_with_prefix("50%_off:") == ["50%_off:2", "50%_off:1"]
+        assert saver.threads_with_prefix("a_b") == ["a_b:1"]
+        assert saver.threads_with_prefix("%") == []
+        assert saver.threads_with_prefix("") == [*threads]
+
+
+def test_the_run_index_merges_rows_alike_on_both_backends(trace_db: str) -> None:
+    started = "2026-01-01T00:00:00+00:00"
+    with open_saver(trace_db, create=True) as saver:
+        saver.index_write(("run:1", "1f02", started, "zoom_refine", "Colour?", None, None))
+        saver.index_write(("run:0", "1f01", started, "baseline", "Shape?", "B", "ok"))
+        saver.index_write(("run:1", "1f02", started, None, None, "A", "confident"))
+        listed = saver.listed_runs()
+    assert [(r.thread_id, r.graph, r.question, r.answer, r.stop_reason) for r in listed] == [
+        ("run:0", "baseline", "Shape?", "B", "ok"),
+        ("run:1", "zoom_refine", "Colour?", "A", "confident"),
+    ]
+    assert list_runs(trace_db) == listed
+
+
 # --- shards on several machines ---------------------------------------------------------------
 
 SHARD_SCRIPT = (
@@ -289,7 +383,7 @@ def test_an_old_postgres_database_gets_its_index_once(pg_url: str, tmp_path: Pat
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE {run_index.RUNS_TABLE}")  # as written before the index
     with open_saver(pg_url, images=False) as saver:  # the old path, for comparison
-        threads = run_index.postgres_threads(saver.conn)
+        threads = run_index.run_threads(saver.conn)
         old = run_index.runs_from_checkpoints(saver, threads, "graph")
     assert [run.thread_id for run in old] == first
     backfilled = list_runs(pg_url)  # builds the index from the checkpoints, once
@@ -299,17 +393,19 @@ def test_an_old_postgres_database_gets_its_index_once(pg_url: str, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_postgres_lists_10000_runs_in_under_a_second(pg_url: str) -> None:
+def test_postgres_lists_10000_runs_from_the_index(pg_url: str) -> None:
+    """As tests/test_run_index.py does for SQLite: the bound only catches a hang or a per-run
+    scan on a loaded machine; `benchmarks/run_index.py --postgres` measures the speed."""
     with open_saver(pg_url, create=True) as saver:
         rows = index_rows(10_000)
         with saver._cursor() as cursor:
-            cursor.executemany(run_index.upsert_sql("postgres"), rows)
+            cursor.executemany(run_index.upsert_sql(POSTGRES), rows)
     list_runs(pg_url)  # connect once (warm)
     started = time.perf_counter()
     runs = list_runs(pg_url)
     seconds = time.perf_counter() - started
     assert len(runs) == 10_000 and runs[1234].question == "question 1234"
-    assert seconds < 1.0, seconds
+    assert seconds < 30.0, seconds
 
 
 # --- a database that refuses, or goes away (issue 21, item 5) --------------------------------

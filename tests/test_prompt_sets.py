@@ -7,7 +7,7 @@ import fnmatch
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import dataset_fixtures as fixtures
 import pytest
@@ -17,10 +17,15 @@ from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext, build_baseline_graph, build_graph
 from zoom_refine.agent.prompt_set import (
+    AGENT_CONVENTIONS,
+    AGENT_PLACEHOLDERS,
+    AGENT_TEXTS,
+    ANSWER_STYLES,
     DEFAULT_RESOURCE,
     PLACEHOLDERS,
     TEMPLATES,
     PromptSet,
+    default_agent_texts,
     default_prompt_set,
     load_prompt_set,
     parse_prompt_set,
@@ -30,6 +35,14 @@ from zoom_refine.agent.prompts import (
     localize_prompt,
     refine_prompt,
     zoom_again_prompt,
+)
+from zoom_refine.agent.tool_conventions import (
+    CONVENTIONS,
+    TOOL_CONVENTIONS,
+    AnswerStyle,
+    final_prompt,
+    question_prompt,
+    system_prompt,
 )
 from zoom_refine.cli import app
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel, texts_in
@@ -178,6 +191,89 @@ def test_default_set_is_the_package_file_and_loads_once() -> None:
     assert default is default_prompt_set() and default.source == "default"
     assert from_file.templates == default.templates and from_file.sha256 == default.sha256
     assert set(default.templates) == set(TEMPLATES) - {"system"}  # every template but system
+    assert from_file.agent == default.agent == default_agent_texts()
+    assert set(default.agent) == set(AGENT_TEXTS)
+
+
+# --- the agent graph's texts (`[agent]`): today's text, byte for byte --------------------------
+# Pinned from agent/tool_conventions.py as it was before they moved into prompt sets; the one
+# change: Mini-o3's system turn shows `<grounding>{...}` with single braces (it was sent unformatted,
+# so the model read the doubled braces of the Python source).
+ZOOM_HINTS = {
+    "crop": "If details are too small to see, call the crop tool on the region that matters (as "
+    "often as you need, at most 3 times); each crop is cut from the original high-resolution image.",
+    "qwen3_vl": "If details are too small to see, call image_zoom_in_tool on the region that "
+    "matters (at most 3 times).",
+    "deepeyes": "Think first, call image_zoom_in_tool when a closer look helps (at most 3 times), "
+    "then answer, in the form <think>...</think> <tool_call>...</tool_call> (only when needed) "
+    "<answer>...</answer>.",
+    "mini_o3": "You may zoom in at most 3 times.",
+}
+LABEL = "When you are sure, end your reply with exactly one line:\nAnswer: <{}>"
+TAG = "Put the final answer, {}, inside <answer></answer>."
+LETTER, SHORT = "the letter of the correct option", "a short answer"
+BLOCK = "Question: What colour is the square?\nOptions:\nA. red\nB. blue"
+USED_ALL = (
+    "You have used all 2 zooms. Do not call a tool again: answer now from the images you have. "
+)
+MINI_O3_SYSTEM = (
+    "Answer the question about the image. Think inside <think> and </think> first. When a part "
+    'of an image is unclear, zoom in on it by writing <grounding>{"bbox_2d": [x0, y0, x1, y1], '
+    '"source": "original_image"}</grounding>, where (x0, y0) is the top-left and (x1, y1) the '
+    "bottom-right corner of the region relative to the image (its width and height count as "
+    '1.0), and source is "original_image" or "observation_<k>" for the k-th zoomed-in image. '
+    "The zoomed-in image comes back in the next turn. Once you are sure, give the final answer "
+    "inside <answer> and </answer>."
+)
+TOOLS_SYSTEM = (
+    "# Tools\n\nYou can call functions to help you answer. Their signatures are inside "
+    "<tools></tools>:\n<tools>\n{}\n</tools>\n\nTo call one, write a JSON object with the "
+    "function name and its arguments inside <tool_call></tool_call> tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+RESULT_HINTS = {
+    "crop": "Call crop again to look closer, or reply with your answer.",
+    "qwen3_vl": "",
+    "deepeyes": "Think first, call image_zoom_in_tool again if needed, then answer, in the form "
+    "<think>...</think> <tool_call>...</tool_call> (only when needed) <answer>...</answer>.",
+    "mini_o3": "Go on thinking inside <think> and </think>. Zoom in again on the original image "
+    "or any observation with <grounding></grounding> if needed; once you are sure, give the "
+    "final answer inside <answer> and </answer>.",
+}
+
+
+@pytest.mark.parametrize("name", TOOL_CONVENTIONS)
+def test_default_agent_texts_render_todays_text_byte_for_byte(name: Any) -> None:
+    convention = CONVENTIONS[name]
+    answer = LABEL if convention.answer_style == "label" else TAG
+    with_options = [BLOCK, ZOOM_HINTS[name]] + (
+        [answer.format(LETTER)] if name != "deepeyes" else []
+    )
+    assert question_prompt(convention, Q, OPTIONS, 3) == "\n\n".join(with_options)
+    assert question_prompt(convention, Q, None, 3).startswith(
+        "Question: What colour is the square?\n\n"
+    )
+    assert final_prompt(convention, None, 2) == USED_ALL + answer.format(SHORT)
+    assert default_prompt_set().agent_text(f"result_hint.{name}") == RESULT_HINTS[name]
+    if name == "mini_o3":
+        assert system_prompt(convention, text_calls=False) == MINI_O3_SYSTEM
+    else:
+        assert system_prompt(convention, text_calls=False) is None  # the server renders tools
+        tools = json.dumps(convention.schema(), ensure_ascii=False)
+        assert system_prompt(convention, text_calls=True) == TOOLS_SYSTEM.format(tools)
+
+
+def test_default_agent_result_lines_byte_for_byte() -> None:
+    default = default_prompt_set()
+    line = default.agent_text("observation", action=2, number=3)
+    assert line == "Here is the zoomed-in image of action 2 (observation_3):"
+    assert default.agent_text("error", message="bad box") == "Error: bad box"
+
+
+def test_agent_texts_cover_every_convention_and_answer_style() -> None:
+    """prompt_set cannot import tool_conventions (which imports it): the two lists held equal."""
+    assert AGENT_CONVENTIONS == TOOL_CONVENTIONS
+    assert get_args(AnswerStyle) == ANSWER_STYLES
 
 
 def test_package_data_ships_the_default_set() -> None:
@@ -197,6 +293,20 @@ def test_hash_follows_the_texts_not_the_file_layout(tmp_path: Path) -> None:
     assert a.templates == b.templates and a.sha256 == b.sha256
     c = parse_prompt_set(SIMPLE.replace("Re-check", "Check again"), "c.toml")
     assert c.sha256 != a.sha256
+
+
+def test_agent_texts_count_in_the_hash_only_where_they_differ_from_ours() -> None:
+    plain = parse_prompt_set(SIMPLE, "a.toml")
+    ours = parse_prompt_set(SIMPLE + '[agent]\nerror = "Error: {message}"\n', "b.toml")
+    assert ours.sha256 == plain.sha256 and ours.agent == plain.agent == default_agent_texts()
+    changed = parse_prompt_set(SIMPLE + '[agent]\nerror = "Failed: {message}"\n', "c.toml")
+    assert changed.sha256 != plain.sha256
+    assert changed.agent == {**default_agent_texts(), "error": "Failed: {message}"}
+    # The default set hashes as it did before it had an [agent] table: its run folders resume.
+    text = (ROOT / "agent" / Path(*DEFAULT_RESOURCE)).read_text()
+    without = parse_prompt_set(text[: text.index("\n[agent]\n")], "no-agent.toml")
+    assert without.agent == default_agent_texts()
+    assert without.sha256 == default_prompt_set().sha256
 
 
 # --- another set -------------------------------------------------------------------------------
@@ -251,11 +361,13 @@ def test_render_ignores_extra_values_and_a_missing_value_is_a_key_error() -> Non
 
 def test_every_placeholder_is_documented_in_docs_prompts_md() -> None:
     page = (ROOT / "docs" / "prompts.md").read_text()
-    for name in [*PLACEHOLDERS, *TEMPLATES]:
+    for name in [*PLACEHOLDERS, *TEMPLATES, *AGENT_PLACEHOLDERS, *AGENT_TEXTS]:
         assert f"`{{{name}}}`" in page or f"`{name}`" in page, name
 
 
 # --- validation: one clear line naming the file, template and placeholder ---------------------
+
+MINIMAL = "[templates]\nlocalize = 'Q {question}'\nrefine = 'R'\n"
 
 BAD_SETS = [
     (
@@ -300,6 +412,26 @@ BAD_SETS = [
         r"template 'system' uses unknown placeholder \{question\}; it may use no placeholders",
     ),
     ("localize = 'Q {question}'\n", r"set.toml: unknown top-level key 'localize'"),
+    (
+        MINIMAL + "[agent.zoom_hint]\ncrop = 'at most {limt} times'\n",
+        r"set.toml: template 'agent.zoom_hint.crop' uses unknown placeholder \{limt\}; "
+        r"it may use \{limit\}",
+    ),
+    (
+        MINIMAL + "[agent]\nfinal = 'Answer now. {answer_hint}'\n",
+        r"template 'agent.final' uses unknown placeholder \{answer_hint\}; "
+        r"it may use \{answer_format\}, \{limit\}",
+    ),
+    (
+        MINIMAL + "[agent.zoom_hint]\ncropp = 'at most {limit} times'\n",
+        r"template 'agent.zoom_hint.cropp': unknown template name \(known: agent.tools_system, ",
+    ),
+    (
+        MINIMAL + "[agent]\nerror = 'it failed'\n",
+        r"template 'agent.error': must contain \{message\}",
+    ),
+    (MINIMAL + "[agent]\ntools_system = 3\n", r"template 'agent.tools_system': must be a string"),
+    ("agent = 'x'\n" + MINIMAL, r"set.toml: agent must be a table"),
     ("description = 'x'\n", r"set.toml: no \[templates\] table"),
     ("[templates\nlocalize = 'x'\n", r"set.toml: not valid TOML: .*line 1"),
 ]

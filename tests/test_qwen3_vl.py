@@ -2,7 +2,8 @@
 within its pixel budget), so the processor never resizes them again; boxes read in 0–1000.
 
 The checkpoint is a tiny random `Qwen3VLForConditionalGeneration` built from transformers' own
-config classes (`zoom_refine.testing.tiny_qwen3`), with the issue's budget of 1,048,576 px.
+config classes (`zoom_refine.testing.tiny_qwen3`, the `tiny_qwen3_path` fixture), with the
+issue's budget of 1,048,576 px.
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ from zoom_refine.agent.first_look import first_look
 from zoom_refine.agent.local.model import LocalVisionChatModel
 from zoom_refine.agent.regions import expected_frame
 from zoom_refine.cli import app
-from zoom_refine.testing.tiny_qwen3 import QWEN3_MAX_PIXELS, QWEN3_MIN_PIXELS, build_tiny_qwen3_vl
+from zoom_refine.testing.tiny_qwen3 import QWEN3_MAX_PIXELS, QWEN3_MIN_PIXELS
 from zoom_refine.tools.crop_tool import make_crop
 from zoom_refine.tools.encoding import image_content_block
 from zoom_refine.tools.images import load_image
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3_vl"))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 
 from zoom_refine import ZoomContext, build_graph
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
 
 
 def code_blocks(language: str) -> list[str]:
@@ -34,6 +36,33 @@ def test_mermaid_drawing_is_generated_from_the_graph() -> None:
 def test_configuration_table_lists_every_context_field() -> None:
     for field in dataclasses.fields(ZoomContext):
         assert f"| `{field.name}` |" in README, field.name
+
+
+def test_configuration_table_is_generated_from_the_field_metadata() -> None:
+    """The table between the markers is exactly what the metadata makes today: a description
+    changed in agent/context.py (or tools/settings.py) and not carried here fails, naming the
+    command that carries it."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from readme_settings import END, START, with_settings_table
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert README.count(START) == 1 and README.count(END) == 1
+    assert with_settings_table(README) == README, (
+        "README's configuration table is stale: run `python scripts/readme_settings.py`"
+    )
+
+
+def test_stale_configuration_table_is_caught() -> None:
+    """The check above can fail: a README whose table lost a word is rewritten to differ."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from readme_settings import with_settings_table
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    stale = README.replace("Most crops per question", "Most crops", 1)
+    assert stale != README
+    assert with_settings_table(stale) == README
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from PIL import Image
 from zoom_refine import ZoomContext, build_graph
 from zoom_refine.agent.state import InputState
 from zoom_refine.graphs import run_index
+from zoom_refine.graphs.trace_sql import SQLITE
 from zoom_refine.graphs.trace_urls import describe_target, display_url, trace_target
 from zoom_refine.graphs.traces import (
     GRAPH_KEY,
@@ -51,7 +52,7 @@ def old_path(db: Path) -> list[run_index.RunSummary]:
     """What listing read before the index: two checkpoints decoded per run."""
     with open_saver(db, images=False) as saver:
         assert isinstance(saver, IndexedCompactSqliteSaver)
-        threads = run_index.sqlite_threads(saver.conn)
+        threads = run_index.run_threads(saver.conn)
         return run_index.runs_from_checkpoints(saver, threads, GRAPH_KEY)
 
 
@@ -128,7 +129,7 @@ def test_an_old_database_gets_its_index_once(tmp_path: Path, image: Path) -> Non
         conn.execute(f"DROP TABLE {run_index.RUNS_TABLE}")
     assert list_runs(db) == indexed  # backfilled from the checkpoints ...
     with sqlite3.connect(db) as conn:
-        assert run_index.sqlite_has_index(conn)  # ... and kept
+        assert run_index.has_index(conn, SQLITE)  # ... and kept
         (rows,) = conn.execute(f"SELECT COUNT(*) FROM {run_index.RUNS_TABLE}").fetchone()
     assert rows == len(threads)
     later = run_graph(inputs(image, "after?"), context(LOCALIZE, REFINE), db=db).thread_id
@@ -160,7 +161,7 @@ def test_sqlite_lists_10000_runs_from_the_index(tmp_path: Path) -> None:
     with open_saver(db, create=True) as saver:
         assert isinstance(saver, IndexedCompactSqliteSaver)
         with saver.cursor() as cursor:
-            cursor.executemany(run_index.upsert_sql("sqlite"), rows)
+            cursor.executemany(run_index.upsert_sql(SQLITE), rows)
     started = time.perf_counter()
     runs = list_runs(db)
     seconds = time.perf_counter() - started

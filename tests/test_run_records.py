@@ -19,14 +19,18 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import dataset_fixtures as fixtures
 import pytest
 from typer.testing import CliRunner
+from typing_extensions import get_type_hints
 
 from zoom_refine import ZoomContext
+from zoom_refine.agent.state import StopReason
 from zoom_refine.cli import app
+from zoom_refine.evals.records import PredictionRecord, record_key
+from zoom_refine.evals.replay import replay_outcomes
 from zoom_refine.evals.report import merge_runs
 from zoom_refine.evals.run_lock import hold_run_lock
 from zoom_refine.evals.runner import EvalPlan, run_eval
@@ -168,7 +172,7 @@ def records(out: Path) -> list[dict[str, Any]]:
 
 
 def assert_each_key_once(out: Path) -> None:
-    keys = [(record["id"], record["method"]) for record in records(out)]
+    keys = [record_key(record) for record in records(out)]
     assert sorted(keys) == sorted(
         (str(i), m) for i in range(6) for m in ("baseline", "zoom-refine")
     )
@@ -414,7 +418,7 @@ def test_a_run_whose_model_output_holds_a_lone_surrogate_finishes(
     assert_each_key_once(plan.out)
     data = (plan.out / "predictions.jsonl").read_bytes()
     data.decode("utf-8")
-    by_key = {(record["id"], record["method"]): record for record in records(plan.out)}
+    by_key = {record_key(record): record for record in records(plan.out)}
     for method in methods:
         for sample in ("2", "3"):
             assert by_key[sample, method]["error"].startswith(
@@ -484,13 +488,35 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_resume_finishes(
     "one line naming the file and the disk, not 'cannot load model'",
 )
 @pytest.mark.parametrize("code", [errno.EFBIG, errno.ENOSPC])
-def test_a_full_disk_while_loading_a_model_blames_the_disk(code: int) -> None:
-    from zoom_refine.cli import _user_message
+def test_a_full_disk_while_loading_a_model_blames_the_disk(
+    code: int, tiny_internvl_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real `ask` loading a real checkpoint through the local backend; the disk fills while
+    transformers reads the weights (the fault is raised where a full cache disk raises it)."""
+    import transformers
 
-    error = OSError(code, os.strerror(code), "/cache/model.safetensors")
-    message = _user_message(error, ZoomContext(model="hf:some/model"))
-    assert message is not None and message.startswith("cannot write /cache/model.safetensors: ")
-    assert "cannot load model" not in message
+    from zoom_refine.agent.local.backend import clear_local_backends
+
+    weights = tiny_internvl_path / "model.safetensors"
+
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code), str(weights))
+
+    clear_local_backends()  # so this process loads the model now, not from its cache
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", disk_full)
+    image = fixtures.photo_like((640, 480), seed=4)
+    path = tiny_internvl_path.parent / f"disk-full-{code}.png"
+    image.save(path)
+    args = ["ask", str(path), "What is it?", "--model", f"hf:{tiny_internvl_path}"]
+    result = CliRunner().invoke(app, args)
+    clear_local_backends()
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [result.output.strip().splitlines()[-1]]  # one error line, the last
+    assert errors[0].startswith(f"error: cannot write {weights}: the disk is full") or (
+        errors[0].startswith(f"error: cannot write {weights}: the file size limit was hit")
+    )
+    assert "cannot load model" not in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.reliability(
@@ -522,3 +548,110 @@ def test_run_files_are_replaced_atomically_and_a_torn_config_is_one_line(
     result = CliRunner().invoke(app, ["report", str(out)])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "config.json cannot be read" in result.output
+
+
+# --- 5. one record type ------------------------------------------------------------------------------
+
+RECORD_HINTS = get_type_hints(PredictionRecord)
+FIRST_VERSION_RECORDS = Path(__file__).parent / "golden" / "records" / "e888a7d.jsonl"
+"""Six lines as the first runner (commit e888a7d) wrote them, running its own code on the 6-row
+HR-Bench fixture with `RuleVisionModel(fail_on="cars")`: rows 0 (ok), 2 (model error) and 4 (bad
+row), baseline and zoom-refine each."""
+
+
+def literal_values(hint: Any) -> set[object]:
+    """Every value a hint built of Literals, None and unions of them allows."""
+    if get_origin(hint) is Literal:
+        return set(get_args(hint))
+    if hint is type(None):
+        return {None}
+    members = get_args(hint)
+    assert members, f"{hint} is not a Literal, None or a union of them"
+    return set().union(*(literal_values(member) for member in members))
+
+
+def record_problems(record: dict[str, Any]) -> list[str]:
+    """How `record` departs from `PredictionRecord`: keys it lacks or should not have, and values
+    of its Literal fields (`method`, `status`, `stop_reason`) outside their Literals."""
+    problems = [f"unexpected key {name!r}" for name in record if name not in RECORD_HINTS]
+    missing = sorted(PredictionRecord.__required_keys__ - record.keys())
+    problems += [f"missing key {name!r}" for name in missing]
+    for name in ("method", "status", "stop_reason"):
+        allowed = literal_values(RECORD_HINTS[name])
+        if name in record and record[name] not in allowed:
+            problems.append(f"{name} {record[name]!r} is none of {sorted(map(str, allowed))}")
+    return problems
+
+
+def test_the_record_check_catches_an_untyped_status_an_extra_key_and_a_missing_one() -> None:
+    good = {name: None for name in PredictionRecord.__required_keys__} | {
+        "method": "baseline",
+        "status": "ok",
+        "stop_reason": "confident",
+    }
+    assert record_problems(good) == []
+    assert literal_values(RECORD_HINTS["stop_reason"]) == {*get_args(StopReason), None}
+    bad = {key: value for key, value in good.items() if key != "raw"}
+    bad |= {"status": "skipped", "stop_reason": "timeout", "note": "x"}
+    assert record_problems(bad) == [
+        "unexpected key 'note'",
+        "missing key 'raw'",
+        "status 'skipped' is none of ['error', 'ok']",
+        "stop_reason 'timeout' is none of ['None', 'answered', 'baseline', 'confident', "
+        "'crop_failed', 'max_hops', 'no_box', 'refine_failed']",
+    ]
+
+
+def test_every_record_a_real_eval_writes_is_a_prediction_record(
+    tmp_path: Path, hr_bench: Path
+) -> None:
+    plan = EvalPlan(
+        benchmark="hr-bench",
+        data=hr_bench,
+        out=tmp_path / "run",
+        methods=("baseline", "zoom-refine", "agent"),
+        trace_db=tmp_path / "traces.db",
+    )
+    run_eval(plan, ZoomContext(model=RuleVisionModel(fail_on="cars")))  # rows 2 and 3 fail
+    written = records(plan.out)
+    assert len(written) == 18  # 6 rows × 3 methods
+    for record in written:
+        assert record_problems(record) == [], record
+    shapes = {
+        (record["status"], (record["error"] or "").split(":")[0], "thread_id" in record)
+        for record in written
+    }
+    # a finished run (traced), a run that raised, a bad row: the three shapes were all checked
+    assert shapes == {("ok", "", True), ("error", "ValueError", False), ("error", "bad row", False)}
+    stops = {(r["method"], r["stop_reason"]) for r in written if r["status"] == "ok"}
+    assert stops == {("baseline", "baseline"), ("zoom-refine", "confident"), ("agent", "answered")}
+
+
+def test_records_written_by_the_first_version_still_load_resume_and_score(
+    tmp_path: Path, hr_bench: Path
+) -> None:
+    old = FIRST_VERSION_RECORDS.read_bytes()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "predictions.jsonl").write_bytes(old)
+    loaded = list(PredictionStore(out / "predictions.jsonl", read_only=True))
+    assert [record_key(record) for record in loaded] == [
+        (sample, method) for sample in ("0", "2", "4") for method in ("baseline", "zoom-refine")
+    ]
+    for record in loaded:
+        assert record_problems(record) == [], record
+
+    plan = EvalPlan(
+        benchmark="hr-bench", data=hr_bench, out=out, methods=("baseline", "zoom-refine")
+    )
+    summary = run_eval(plan, ZoomContext(model=RuleVisionModel()))
+    data = (out / "predictions.jsonl").read_bytes()
+    assert data.startswith(old) and data.count(b"\n") == 12  # old lines kept; 1, 3, 5 added
+    for method in ("baseline", "zoom-refine"):  # the old errors stay (no --retry-errors)
+        assert summary["methods"][method]["error_ids"] == ["2", "4"]
+    assert "0" in summary["paired"]["broken_ids"]  # the old row 0: baseline A right, zoom B wrong
+    replayed = {
+        (o.id, o.method): o for o in replay_outcomes(records(out), max_hops=1, threshold=0.5)
+    }
+    assert replayed["0", "zoom-refine"].answer == "B"
+    assert replayed["0", "zoom-refine"].stop_reason == "confident"

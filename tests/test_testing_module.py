@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from PIL import Image
 
 from zoom_refine import ZoomContext, build_graph
-from zoom_refine.testing import ScriptedVisionModel, images_in, texts_in
+from zoom_refine.testing import ReplyFake, ScriptedVisionModel, images_in, texts_in
 
 
 def test_a_scripted_model_drives_the_real_graph(tmp_path: Path) -> None:
@@ -56,3 +58,32 @@ def test_importing_it_pulls_in_neither_torch_nor_transformers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(output) == []
+
+
+def test_a_reply_fake_answers_from_what_it_was_sent_and_records_it() -> None:
+    def reply(messages: list[BaseMessage]) -> str | AIMessage:
+        text = texts_in(messages[-1])
+        if text == "refuse":
+            raise ValueError("the server says no")
+        if text == "zoom":
+            return AIMessage(
+                "", tool_calls=[{"name": "crop", "args": {"box": [0, 0, 1, 1]}, "id": "c1"}]
+            )
+        return f"{len(messages)} messages, last {text!r}"
+
+    model = ReplyFake(reply=reply)
+    tools = [{"type": "function", "function": {"name": "crop"}}]
+    assert model.bind_tools(tools) is model and model.bound == [tools]
+    assert model.invoke([HumanMessage("a"), HumanMessage("b")]).content == "2 messages, last 'b'"
+    assert model.invoke([HumanMessage("zoom")]).tool_calls[0]["id"] == "c1"
+    with pytest.raises(ValueError, match="says no"):
+        model.invoke([HumanMessage("refuse")])
+    assert model.calls == 3
+    assert [[texts_in(m) for m in request] for request in model.requests] == [
+        ["a", "b"],
+        ["zoom"],
+        ["refuse"],
+    ]
+    quiet = ReplyFake(reply=reply, keep_requests=False)
+    quiet.invoke([HumanMessage("a")])
+    assert quiet.calls == 1 and quiet.requests == [] and repr(quiet) == "ReplyFake()"

@@ -3,8 +3,12 @@ Zoom-Refine graph through the real local backend (localize → crop → refine, 
 
 from __future__ import annotations
 
+import ast
 import math
 import shutil
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +137,89 @@ def test_assistant_labels_mark_the_replies_and_their_end_tokens() -> None:
     assert all(window[0, -1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for window in windows)
 
 
+# --- the cache: keys and building once ---------------------------------------------------------
+
+TESTING = Path(tm.__file__).parent
+
+
+def imports_of(name: str) -> set[str]:
+    """The `zoom_refine.testing` modules that module `name` imports (by its source)."""
+    found = set()
+    for node in ast.walk(ast.parse((TESTING / f"{name}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "zoom_refine.testing":
+            found |= {alias.name for alias in node.names if (TESTING / f"{alias.name}.py").exists()}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "zoom_refine.testing."
+        ):
+            found.add(str(node.module).rsplit(".", 1)[1])
+    return found
+
+
+def recipe_closure(start: str) -> set[str]:
+    """`start` and every testing module it reaches by imports, but the fakes (which only record
+    the conversations, whose text the key hashes)."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen and name != "fakes":
+            seen.add(name)
+            todo += imports_of(name)
+    return seen
+
+
+def test_the_cache_keys_hash_every_module_that_builds_or_trains_and_no_other() -> None:
+    from zoom_refine.testing import tool_models
+
+    names = {module.__name__.rsplit(".", 1)[1] for module in tm.RECIPE_MODULES}
+    assert names == recipe_closure("protocol_training") - {"model_cache"}
+    assert {"tiny_internvl", "tiny_qwen", "tiny_parts", "protocol"} <= names
+    assert not names & {"model_cache", "fakes", "vllm_env", "tiny_qwen3", "tool_models"}
+    tool_names = {module.__name__.rsplit(".", 1)[1] for module in tool_models.TOOL_RECIPE_MODULES}
+    assert tool_names == recipe_closure("tool_models") - {"model_cache"} == names | {"tool_models"}
+
+
+def test_a_recipe_digest_follows_its_sources(tmp_path: Path) -> None:
+    source = tmp_path / "recipe.py"
+    source.write_text("WIDTH = 64\n")
+    module = types.ModuleType("recipe")
+    module.__file__ = str(source)
+    first = tm.recipe_digest([module], "internvl3", [])
+    assert tm.recipe_digest([module], "internvl3", []) == first
+    assert tm.recipe_digest([module], "qwen2_5_vl", []) != first
+    source.write_text("WIDTH = 65\n")
+    assert tm.recipe_digest([module], "internvl3", []) != first
+
+
+def test_build_once_builds_once_for_concurrent_callers(tmp_path: Path) -> None:
+    builds: list[Path] = []
+
+    def build(scratch: Path) -> Path:
+        builds.append(scratch)
+        time.sleep(0.3)  # long enough for the second caller to reach the lock
+        out = scratch / "built"
+        out.mkdir()
+        (out / "done.json").write_text("{}")
+        return out
+
+    final = tmp_path / "model-0123"
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda _: tm.build_once(final, "done.json", build), range(2)))
+    assert found == [final, final] and len(builds) == 1
+    assert (final / "done.json").is_file() and not list(tmp_path.glob(".tmp-*"))
+    assert tm.build_once(final, "done.json", build) == final and len(builds) == 1
+
+
+def test_an_interrupted_build_leaves_nothing_under_the_final_name(tmp_path: Path) -> None:
+    def build(scratch: Path) -> Path:
+        (scratch / "built").mkdir()
+        (scratch / "built" / "model.safetensors").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tm.build_once(tmp_path / "model-0123", "done.json", build)
+    assert not (tmp_path / "model-0123").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
 # --- the tiny random Qwen2.5-VL -----------------------------------------------------------------
 
 
@@ -232,7 +319,8 @@ def test_trained_reply_depends_only_on_its_window(family: tm.TinyFamily) -> None
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     png = tm.protocol_image_png((1000, 1300), "window")
     conversation = to_hf_conversation(tm.protocol_conversation(family, png))
-    inputs = tm._encode(processor, family, conversation, generation=False)
+    max_patches = tm.protocol_max_patches(family)
+    inputs = tm.encode(processor, conversation, generation=False, max_patches=max_patches)
     labels = tm.assistant_labels(inputs["input_ids"], processor.tokenizer)
     window = tm.reply_windows(inputs["input_ids"], labels, tm.PROTOCOL_WINDOW)[-1]
     end = int((labels[0] != -100).nonzero().max()) + 1  # the window ends where the reply does
@@ -263,6 +351,21 @@ def run_graph(
     return result
 
 
+def assert_follows_the_protocol(
+    result: dict[str, Any], family: tm.TinyFamily, *, zoom_again: bool
+) -> None:
+    """The run took the protocol's steps with the trained replies verbatim, answered B then A
+    with confidence 0.9, and stopped for the reason zooming again (or not) gives."""
+    nodes = ["localize", "refine"] * (2 if zoom_again else 1)
+    assert [step["node"] for step in result["steps"]] == nodes
+    assert [step["raw"] for step in result["steps"]] == list(tm.PROTOCOL_REPLIES[family])[
+        : len(nodes)
+    ]
+    assert result["initial_answer"] == "B" and result["answer"] == "A"
+    assert result["confidence"] == pytest.approx(0.9)
+    assert result["stop_reason"] == ("max_hops" if zoom_again else "confident")
+
+
 @pytest.fixture
 def internvl_scene(tmp_path: Path) -> Path:
     """3000 x 2000, never trained on: the first view is 2048 x 1365 (3 tiles at max_patches 2)."""
@@ -279,12 +382,7 @@ def test_trained_internvl_reaches_refine(
         "internvl3", fresh_copy(trained_internvl_path, tmp_path), internvl_scene, zoom_again=False
     )
 
-    assert [step["node"] for step in result["steps"]] == ["localize", "refine"]
-    assert [step["raw"] for step in result["steps"]] == list(tm.PROTOCOL_REPLIES["internvl3"][:2])
-    assert result["initial_answer"] == "B"
-    assert result["answer"] == "A"
-    assert result["confidence"] == pytest.approx(0.9)
-    assert result["stop_reason"] == "confident"
+    assert_follows_the_protocol(result, "internvl3", zoom_again=False)
     assert result["steps"][0]["box"] == [0.6, 0.6, 0.7, 0.7]
     assert result["steps"][0]["box_frame"] == "norm1"
     # [0.6, 0.7] of 3000 x 2000 = [1800, 1200, 2100, 1400]; padded by 300 / 200 px.
@@ -308,12 +406,7 @@ def test_trained_internvl_zooms_again_while_unsure(
         "internvl3", fresh_copy(trained_internvl_path, tmp_path), internvl_scene, zoom_again=True
     )
 
-    nodes = [step["node"] for step in result["steps"]]
-    assert nodes == ["localize", "refine", "localize", "refine"]
-    assert [step["raw"] for step in result["steps"]] == list(tm.PROTOCOL_REPLIES["internvl3"])
-    assert result["initial_answer"] == "B" and result["answer"] == "A"
-    assert result["confidence"] == pytest.approx(0.9)
-    assert result["stop_reason"] == "max_hops"
+    assert_follows_the_protocol(result, "internvl3", zoom_again=True)
     first = (1500, 1000, 2400, 1600)
     # [0.25, 0.75] of the 900 x 600 crop = [1725, 1150, 2175, 1450]; padded by 90 / 60 px
     # (0.1 of the crop's sides) = 630 x 420, grown to 448 px high around its centre.
@@ -346,13 +439,9 @@ def test_trained_qwen_reaches_refine(
         "qwen2_5_vl", fresh_copy(trained_qwen_path, tmp_path), qwen_scene, zoom_again=False
     )
 
-    assert [step["node"] for step in result["steps"]] == ["localize", "refine"]
-    assert [step["raw"] for step in result["steps"]] == list(tm.PROTOCOL_REPLIES["qwen2_5_vl"][:2])
+    assert_follows_the_protocol(result, "qwen2_5_vl", zoom_again=False)
     assert result["steps"][0]["box"] == list(tm.QWEN_LOCALIZE_BOX)
     assert result["steps"][0]["box_frame"] == "pixel"
-    assert result["initial_answer"] == "B" and result["answer"] == "A"
-    assert result["confidence"] == pytest.approx(0.9)
-    assert result["stop_reason"] == "confident"
     # The view is made at the processor's resized input itself (its pixel frame): 700 x 420.
     assert result["views"][0] == {
         "id": "img0",
@@ -384,11 +473,8 @@ def test_trained_qwen_zooms_again_while_unsure(
         "qwen2_5_vl", fresh_copy(trained_qwen_path, tmp_path), qwen_scene, zoom_again=True
     )
 
-    nodes = [step["node"] for step in result["steps"]]
-    assert nodes == ["localize", "refine", "localize", "refine"]
-    assert [step["raw"] for step in result["steps"]] == list(tm.PROTOCOL_REPLIES["qwen2_5_vl"])
+    assert_follows_the_protocol(result, "qwen2_5_vl", zoom_again=True)
     assert result["steps"][2]["box"] == list(tm.QWEN_ZOOM_AGAIN_BOX)
-    assert result["answer"] == "A" and result["stop_reason"] == "max_hops"
     x1, y1, x2, y2 = QWEN_FIRST_CROP
     first = (x1, y1, x2, y2)
     second = expected_crop(fraction_box(tm.ZOOM_AGAIN_BOX, first), first, (1500, 900))

@@ -117,3 +117,31 @@ def test_qwen_max_pixels_must_match_the_servers(
     # The same reply now means another place; the crops follow the server's frame.
     assert [view["box"] for view in smaller["views"]] == [view["box"] for view in local["views"]]
     assert smaller["views"][1]["box"] != default["views"][1]["box"]
+
+
+def test_the_pixel_budget_reaches_vllm_as_it_reaches_the_local_processor(
+    vllm_qwen: RunningServer, trained_qwen_path: Path, image: Path
+) -> None:
+    """`qwen_max_pixels` (CLI `--max-pixels`) with `server_tile_budget="vllm"`: sent per request
+    as `mm_processor_kwargs` through our own `openai:` model, given to the local processor
+    in process; both then see the same view and count the same image tokens, and each step
+    records the same view size and visual tokens."""
+    budget = {"qwen_min_pixels": tm.QWEN_MIN_PIXELS, "qwen_max_pixels": SMALLER_MAX_PIXELS}
+    remote = run(
+        f"openai:{vllm_qwen.model_name}",
+        image,
+        base_url=vllm_qwen.base_url,
+        model_family="qwen2_5_vl",
+        server_tile_budget="vllm",
+        **budget,
+    )
+    local = run(f"hf:{trained_qwen_path}", image, **budget)
+
+    assert remote["views"][0]["size"] == local["views"][0]["size"] == [560, 336]
+    assert [view["box"] for view in remote["views"]] == [view["box"] for view in local["views"]]
+    costs = [
+        [(s.get("view_size"), s.get("visual_tokens")) for s in r["steps"]] for r in (remote, local)
+    ]
+    assert costs[0] == costs[1] and costs[0][0] == ([560, 336], 20 * 12)
+    tokens = [r["steps"][0]["usage"]["input_tokens"] for r in (remote, local)]
+    assert tokens[0] == tokens[1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from zoom_refine.tools.encoding import ImageFormat
@@ -16,47 +16,89 @@ FirstImageStep = Literal["view", "official"]
 
 @dataclass(kw_only=True)
 class ImageSettings:
-    """How images are shown to the model and how its boxes become crops. Defaults = the paper."""
+    """How images are shown to the model and how its boxes become crops. Defaults = the paper.
 
-    padding: float = 0.1
-    """Context added on each side of a box, as a fraction (0.1 = 10 %); of what: `padding_mode`."""
+    Each field's description is in its `metadata` (one place: the CLI's help and README's
+    configuration table are made from it, `ZoomContext` documents the rest)."""
 
-    padding_mode: PaddingMode = "region"
-    """`region`: a fraction of the side of the image the box was drawn on (the whole image on the
-    first hop, the paper's rule; the current crop on nested hops). `box`: of the box's own side."""
-
-    min_crop_side: int = 448
-    """Smallest crop side in original pixels (one InternVL tile); capped at the image side."""
-
-    view_max_side: int = 2048
-    """Longest side, in pixels, of any image sent to the model; larger regions are downsampled."""
-
-    image_format: ImageFormat | Literal["auto"] = "auto"
-    """Encoding of images sent to the model: lossless `png`; `jpeg` for requests a fraction of
-    the size (an 8K-derived view is ~1 MB, not ~10 MB); lossless uncompressed `bmp`, the fastest
-    to encode and decode. `auto`: `bmp` for in-process models (no network to cross), `jpeg` for
-    servers and APIs (resolved by the graph's context); `png` outside a graph."""
-
-    jpeg_quality: int = 90
-    """JPEG quality (1–95) when `image_format` is `jpeg`."""
-
-    first_image: FirstImageStep = "view"
-    """How the first call's image is made. `view`: view `img0`, the whole image resized as
-    `shown_size` says and encoded as `image_format`. `official`: as the official code prepares
-    it (`tools.official_image.official_first_image`): the file's own bytes when within 7 MiB and
-    4096 × 4096 px, else shrunk to fit 4096 px (Lanczos) and re-saved as JPEG at quality 85 or
-    lower; the model's processor then tiles it."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    """Largest input image accepted (width × height); a guard against decompression bombs."""
-
-    exact_preprocessing: bool = False
-    """Reproduce the official pixels: send the whole image and every crop at full resolution and
-    let the model's processor resize them, as the paper's code does (`view_max_side` is then
-    ignored). Off (the default), views are made here, once, straight at the size the processor
-    would resize them to (see `shown_size`): the same tiles (only the thumbnail differs, by a
-    fraction of a grey level) in under a third of the CPU time on 8K images
-    (`benchmarks/image_pipeline.py`)."""
+    padding: float = field(
+        default=0.1,
+        metadata={
+            "description": "Context added on each side of a box, as a fraction (0.1 = 10 %) "
+            "of what `padding_mode` says.",
+            "range": (0.0, 10.0),
+        },
+    )
+    padding_mode: PaddingMode = field(
+        default="region",
+        metadata={
+            "description": "What `padding` is a fraction of: `region`, the side of the image the "
+            "box was drawn on (the whole image on the first hop, the paper's rule; the current "
+            "crop on nested hops); `box`, the box's own side."
+        },
+    )
+    min_crop_side: int = field(
+        default=448,
+        metadata={
+            "description": "Smallest crop side in original pixels (one InternVL tile), capped at "
+            "the image side; `0` = the official code (no minimum).",
+            "range": (0, None),
+        },
+    )
+    view_max_side: int = field(
+        default=2048,
+        metadata={
+            "description": "Longest side, in pixels, of any image sent to the model; larger "
+            "regions are downsampled.",
+            "range": (28, None),
+            "cli": {},
+        },
+    )
+    image_format: ImageFormat | Literal["auto"] = field(
+        default="auto",
+        metadata={
+            "description": "Encoding of images sent to the model: lossless `png`; `jpeg` for "
+            "requests a fraction of the size (an 8K-derived view is ~1 MB, not ~10 MB); lossless "
+            "uncompressed `bmp`, the fastest to encode and decode; `auto`: `bmp` for in-process "
+            "(`hf:`) models, `jpeg` for servers and APIs (`png` outside a graph)."
+        },
+    )
+    jpeg_quality: int = field(
+        default=90,
+        metadata={
+            "description": "JPEG quality when `image_format` is `jpeg`.",
+            "range": (1, 95),
+        },
+    )
+    first_image: FirstImageStep = field(
+        default="view",
+        metadata={
+            "description": "How the first call's image is made. `view`: the whole image resized "
+            "as the views are (see `exact_preprocessing`) and encoded as `image_format`. "
+            "`official`: as the official code sends it (`tools.official_image`): the file's own "
+            "bytes when within 7 MiB and 4096 × 4096 px, else shrunk to fit 4096 px (Lanczos) "
+            "and re-saved as JPEG at quality 85 or lower; the model's processor then tiles it."
+        },
+    )
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS,
+        metadata={
+            "description": "Largest input image accepted (width × height, in pixels): a guard "
+            "against decompression bombs."
+        },
+    )
+    exact_preprocessing: bool = field(
+        default=False,
+        metadata={
+            "description": "Send the whole image and every crop at full resolution and let the "
+            "model's processor resize them, as the paper's code does (the official pixels; "
+            "slower; `view_max_side` is then ignored). Off, views are made here, once, straight "
+            "at the size the processor would resize them to (its tile canvas): the same tiles "
+            "(only the thumbnail differs, by a fraction of a grey level) in under a third of the "
+            "CPU time on 8K images.",
+            "cli": {},
+        },
+    )
 
     def shown_size(self, region_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) in pixels at which a region of `region_size` original pixels is sent.

@@ -4,8 +4,8 @@
 - `replay RUN --max-hops 1,2,3 --confidence-threshold 0.5,0.7,0.9 [--json]`: every stopping
   rule's figures from one `--always-zoom` run, no model call (`evals.replay`).
 
-`eval --grid` and `report EXP` live in `zoom_refine.cli` and call `run_grid_from_cli` and
-`report_experiment_from_cli` here (this module never imports `zoom_refine.cli`).
+`eval --grid` (`zoom_refine.cli_eval`) and `report EXP` (`zoom_refine.cli_results`) call
+`run_grid_from_cli` and `report_experiment_from_cli` here (never importing `zoom_refine.cli`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from zoom_refine.cli_app import App
 from zoom_refine.tools.errors import ZoomRefineError
 
 EXIT_USER_ERROR = 2
 EXISTS = "{path} exists; pass --force to overwrite it"
 err = Console(stderr=True)
 
-data_app = typer.Typer(
+data_app = App(
     no_args_is_help=True,
-    add_completion=False,
     help="Datasets for offline experiments.",
 )
 
@@ -55,7 +55,7 @@ def synth_command(
     """Write an HR-Bench TSV of scenes whose answer is legible only at full resolution.
 
     Columns: index, question, A-D, answer, category, cycle_category (the target kind),
-    target_box ([x1, y1, x2, y2] in pixels of the original) and image (base64 PNG).
+    target_box (x1, y1, x2, y2 in pixels of the original) and image (base64 PNG).
     Run it with `zoom-refine eval hr-bench --data OUT`."""
     from zoom_refine.evals.synth import write_synth_tsv
 

@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 
+from zoom_refine.cli_app import App
 from zoom_refine.tools.errors import ZoomRefineError
 
-official_app = typer.Typer(
+official_app = App(
     help="The official Zoom-Refine code (xavier-yu114/Zoom-Refine) and our `official` preset.",
     no_args_is_help=True,
 )

@@ -59,10 +59,3 @@ def demo_inputs(folder: Path) -> tuple[str, str, list[str]]:
     image = folder / "scene.png"
     protocol_image(SCENE_SIZE, "demo").save(image)
     return str(image), PROTOCOL_QUESTION, list(PROTOCOL_OPTIONS)
-
-
-def quiet_transformers() -> None:
-    """No weight-loading progress bars: the tiny model loads in a blink."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -1,6 +1,9 @@
 """The local inference engine: a LangChain chat model over an in-process transformers model.
 
 - `model`: `LocalVisionChatModel`, LangChain messages in, an `AIMessage` out.
+- `messages`: LangChain messages to the transformers chat format (tool turns shaped as servers
+  hand them to a chat template).
+- `chat_tools`: bound tools rendered by the checkpoint's template, `<tool_call>` replies read.
 - `backend`: loading a checkpoint once per process (`load_local_backend`) and the state shared
   by every chat model that names it (`LocalBackend`).
 - `generation`: greedy decoding, one conversation or a batch, with prefix reuse and recovery

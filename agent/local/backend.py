@@ -25,7 +25,8 @@ from zoom_refine.tools.lru import LruMap
 if TYPE_CHECKING:
     import torch
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "flash_attention_2", "eager")
+"""`auto`: flash_attention_2 on CUDA when the flash-attn package is installed, else sdpa."""
 OUT_OF_MEMORY_HINT = (
     "out of memory on this sample: lower max_patches or view_max_side, or use a smaller batch "
     "(max_batch_size, --concurrency)"
@@ -42,6 +43,8 @@ class LocalBackend:
 
     processor: Any
     model: Any
+    attn_implementation: str = "sdpa"
+    """The attention kernel the model was loaded with (`auto` resolved): reported per call."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     batchers: dict[Any, MicroBatcher[Any, Any]] = field(default_factory=dict)
@@ -116,16 +119,26 @@ def check_attn_implementation(attn_implementation: str) -> None:
         )
 
 
+def resolve_attn_implementation(attn_implementation: str, device: str) -> str:
+    """`auto` → `flash_attention_2` on a CUDA device with the flash-attn package installed, else
+    `sdpa`; any other name as given."""
+    if attn_implementation != "auto":
+        return attn_implementation
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    return "flash_attention_2" if device.startswith("cuda") and has_flash else "sdpa"
+
+
 def load_local_backend(
     model_path: str,
     dtype: str = "auto",
     device: str | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "auto",
 ) -> LocalBackend:
     """Load (once per process and resolved arguments) the processor and model of `model_path`."""
     check_attn_implementation(attn_implementation)
     device_name = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device_name)
+    attn_implementation = resolve_attn_implementation(attn_implementation, device_name)
     key = (model_path, str(torch_dtype), device_name, attn_implementation)
     return _BACKENDS.get_or_create(
         key, lambda: _load_backend(model_path, torch_dtype, device_name, attn_implementation)
@@ -136,11 +149,12 @@ def loaded_local_backend(
     model_path: str,
     dtype: str = "auto",
     device: str | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "auto",
 ) -> LocalBackend | None:
     """The backend `load_local_backend` would return if it is loaded already, else None (never
     loads: for callers that only want to know, such as the context's view sizing)."""
     device_name = resolve_device(device)
+    attn_implementation = resolve_attn_implementation(attn_implementation, device_name)
     key = (model_path, str(resolve_dtype(dtype, device_name)), device_name, attn_implementation)
     return _BACKENDS.get(key)
 
@@ -165,4 +179,4 @@ def _load_backend(
         tokenizer.padding_side = "left"  # batched generation continues each row at its end
     if hasattr(processor, "image_processor"):  # each image tiled once, not once per turn
         processor.image_processor = CachingImageProcessor(processor.image_processor)
-    return LocalBackend(processor=processor, model=model)
+    return LocalBackend(processor=processor, model=model, attn_implementation=attn_implementation)

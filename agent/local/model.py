@@ -2,29 +2,31 @@
 
 Built for InternVL3 `-hf` checkpoints (e.g. `OpenGVLab/InternVL3-2B-hf`) and generic enough for any
 `AutoModelForImageTextToText` model whose processor has a chat template. Images arrive as LangChain
-content blocks holding base64 data; nothing is ever fetched from a URL or read from a path here.
+content blocks holding base64 data; nothing is ever fetched from a URL or read from a path
+(`local.messages`). Tools bound with `bind_tools` are rendered by the checkpoint's chat template
+and read back from the reply as a server does (`local.chat_tools`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from PIL import Image
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import field_validator
 
-from zoom_refine.agent.families import Family, family_from_model_type, processor_input_size
+from zoom_refine.agent.families import (
+    Family,
+    family_from_model_type,
+    processor_input_size,
+    visual_tokens,
+)
 from zoom_refine.agent.local.backend import (
     ATTN_IMPLEMENTATIONS,
     LocalBackend,
@@ -32,101 +34,28 @@ from zoom_refine.agent.local.backend import (
     loaded_local_backend,
 )
 from zoom_refine.agent.local.batching import MicroBatcher
+from zoom_refine.agent.local.chat_tools import (
+    check_tool_choice,
+    template_for_tools,
+    template_renders_tools,
+    with_parsed_calls,
+)
 from zoom_refine.agent.local.generation import (
     Generation,
     GenerationRequest,
     generate_many,
     out_of_memory,
 )
+from zoom_refine.agent.local.messages import (
+    HFMessage,
+    image_from_block,
+    to_hf_conversation,
+    with_tool_turns,
+)
 from zoom_refine.agent.local.prefix_cache import image_fingerprint
-from zoom_refine.tools.encoding import decode_block_image
 from zoom_refine.tools.errors import ModelOutOfMemoryError
 
-HFMessage = dict[str, Any]
-HFBlock = dict[str, Any]
-
-
-# --- LangChain messages -> Hugging Face chat conversation -------------------------------------
-
-_REMOTE_IMAGE_HINT = (
-    "only base64 image data is accepted (a standard block with 'base64', or a data: URL); "
-    "remote URLs and file paths are never fetched: load the image yourself and send it as a "
-    "base64 image block"
-)
-
-
-def to_hf_conversation(messages: Sequence[BaseMessage]) -> list[HFMessage]:
-    """The transformers chat format, with every image decoded to a PIL image."""
-    return [_to_hf_message(message) for message in messages]
-
-
-def _to_hf_message(message: BaseMessage) -> HFMessage:
-    if isinstance(message, AIMessage):
-        return {"role": "assistant", "content": _text_blocks(message.content)}
-    if isinstance(message, SystemMessage):
-        return {"role": "system", "content": _content_blocks(message.content)}
-    if isinstance(message, (HumanMessage, ToolMessage)):
-        return {"role": "user", "content": _content_blocks(message.content)}
-    if isinstance(message, ChatMessage) and message.role in ("user", "assistant", "system"):
-        return {"role": message.role, "content": _content_blocks(message.content)}
-    raise ValueError(f"cannot send a {type(message).__name__} to a local chat model")
-
-
-def _as_list(content: str | list[str | dict[Any, Any]]) -> list[str | dict[Any, Any]]:
-    return [content] if isinstance(content, str) else list(content)
-
-
-def _text_blocks(content: str | list[str | dict[Any, Any]]) -> list[HFBlock]:
-    """Text only (assistant turns): tool calls, reasoning and other blocks are dropped."""
-    blocks: list[HFBlock] = []
-    for item in _as_list(content):
-        if isinstance(item, str):
-            blocks.append({"type": "text", "text": item})
-        elif item.get("type") == "text":
-            blocks.append({"type": "text", "text": str(item.get("text", ""))})
-    return blocks
-
-
-def _content_blocks(content: str | list[str | dict[Any, Any]]) -> list[HFBlock]:
-    return [_to_hf_block(item) for item in _as_list(content)]
-
-
-def _to_hf_block(item: str | dict[Any, Any]) -> HFBlock:
-    if isinstance(item, str):
-        return {"type": "text", "text": item}
-    block_type = item.get("type")
-    if block_type == "text":
-        return {"type": "text", "text": str(item.get("text", ""))}
-    if block_type in ("image", "image_url"):
-        return {"type": "image", "image": image_from_block(item)}
-    raise ValueError(f"unsupported content block type {block_type!r} for a local chat model")
-
-
-def image_from_block(block: dict[Any, Any]) -> Image.Image:
-    """Decode a LangChain v1 / v0.3 standard image block or an OpenAI `image_url` block."""
-    if block.get("type") == "image_url":
-        value = block.get("image_url")
-        url = value.get("url") if isinstance(value, dict) else value
-        return _image_from_url(url)
-    if "base64" in block:
-        return decode_block_image(block["base64"])
-    if block.get("source_type") == "base64":
-        return decode_block_image(block.get("data"))
-    if "url" in block:
-        return _image_from_url(block["url"])
-    raise ValueError(f"image block has no base64 data: {_REMOTE_IMAGE_HINT}")
-
-
-def _image_from_url(url: object) -> Image.Image:
-    if not isinstance(url, str) or not url.startswith("data:"):
-        raise ValueError(f"image URL {str(url)[:80]!r} is not a data: URL; {_REMOTE_IMAGE_HINT}")
-    header, _, data = url.partition(",")
-    if not header.endswith(";base64"):
-        raise ValueError("image data: URL must be base64-encoded (data:image/png;base64,...)")
-    return decode_block_image(data)
-
-
-# --- the chat model ---------------------------------------------------------------------------
+__all__ = ["LocalVisionChatModel", "image_from_block", "to_hf_conversation", "with_tool_turns"]
 
 
 class LocalVisionChatModel(BaseChatModel):
@@ -144,8 +73,15 @@ class LocalVisionChatModel(BaseChatModel):
     max_patches: int | None = 12
     """InternVL tile budget per image (448-px tiles, plus a thumbnail when >1 tile); None keeps
     the processor's default. Ignored by processors without a tile budget."""
-    attn_implementation: str = "sdpa"
-    """'sdpa', 'flash_attention_2' (needs the `flash` extra) or 'eager'."""
+    min_pixels: int | None = None
+    """Qwen pixel budget: least pixels (a count, not a side) the processor resizes an image to;
+    None keeps the processor's own. Ignored by processors without one (InternVL: `max_patches`)."""
+    max_pixels: int | None = None
+    """Qwen pixel budget: most pixels the processor resizes an image to; None keeps its own."""
+    attn_implementation: str = "auto"
+    """'auto' (flash_attention_2 on CUDA when flash-attn is installed, else sdpa), 'sdpa',
+    'flash_attention_2' (needs the `flash` extra) or 'eager'. The one used is reported in each
+    reply's `response_metadata["attn_implementation"]`."""
     dtype: str = "auto"
     """'auto' (bfloat16 on CUDA, float32 on CPU) or a torch dtype name such as 'float16'."""
     device: str | None = None
@@ -176,6 +112,8 @@ class LocalVisionChatModel(BaseChatModel):
             "model_path": self.model_path,
             "max_new_tokens": self.max_new_tokens,
             "max_patches": self.max_patches,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
             "attn_implementation": self.attn_implementation,
             "dtype": self.dtype,
         }
@@ -229,11 +167,61 @@ class LocalVisionChatModel(BaseChatModel):
                 family,
                 size,
                 max_patches=None,
-                qwen_min_pixels=int(processor.size.shortest_edge),
-                qwen_max_pixels=int(processor.size.longest_edge),
+                qwen_min_pixels=self.min_pixels or int(processor.size.shortest_edge),
+                qwen_max_pixels=self.max_pixels or int(processor.size.longest_edge),
                 qwen_factor=int(processor.patch_size) * int(processor.merge_size),
             )
         return None
+
+    def visual_tokens(self, size: tuple[int, int]) -> int | None:
+        """Visual tokens an image costs once this model's processor has made it `size` (width,
+        height in pixels): the family's rule with this processor's tile side and tokens per tile
+        (InternVL) or patch × merge size (Qwen). None before the model is loaded, or for other
+        processors."""
+        backend = self.loaded()
+        if backend is None:
+            return None
+        family = family_from_model_type(getattr(backend.model.config, "model_type", None))
+        processor: Any = getattr(backend.processor, "image_processor", None)
+        if family == "internvl" and getattr(processor, "crop_to_patches", False):
+            tile = int(processor.size.height)
+            return visual_tokens(family, size, tile=tile, tokens_per_tile=backend.tokens_per_tile)
+        if family in ("qwen2_5_vl", "qwen3_vl") and processor is not None:
+            factor = int(processor.patch_size) * int(processor.merge_size)
+            return visual_tokens(family, size, qwen_factor=factor)
+        return None
+
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the checkpoint's chat template has a tools section (loads the model): then
+        bound tools and tool turns go to the template as a server sends them, else the agent
+        graph writes the tools into the system turn itself (`agent.tool_checks`)."""
+        return template_renders_tools(self.load().processor.chat_template)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer `tools` (OpenAI's function format, `convert_to_openai_tool`) as a server does:
+        rendered by the chat template's tools section, `<tool_call>` blocks of the reply read
+        into `tool_calls`. `tool_choice` 'auto' or 'none' (render, do not read); forcing a call
+        is refused."""
+        check_tool_choice(tool_choice)
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
+
+    def prompt_inputs(
+        self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None = None
+    ) -> Any:
+        """The processor's output for `messages` with `tools` (token ids, pixels), on the model's
+        device: exactly what a call sends to `generate` before any prefix reuse."""
+        conversation = to_hf_conversation(messages)
+        backend = self.load()
+        return self._prepare_inputs(backend, _shaped(backend, messages, conversation), tools)
 
     def _generate(
         self,
@@ -246,10 +234,13 @@ class LocalVisionChatModel(BaseChatModel):
 
         conversation = to_hf_conversation(messages)  # bad input fails before any loading
         backend = self.load()
+        conversation = _shaped(backend, messages, conversation)
+        tools: list[dict[str, Any]] | None = kwargs.get("tools") or None
+        reads_calls = tools is not None and kwargs.get("tool_choice") != "none"
         max_new_tokens = int(kwargs.get("max_new_tokens", self.max_new_tokens))
         logprobs = bool(kwargs.get("logprobs", False))
         try:  # in the caller's thread, so in parallel; moving to the GPU may run out of memory
-            inputs = self._prepare_inputs(backend, conversation)
+            inputs = self._prepare_inputs(backend, conversation, tools)
         except torch.OutOfMemoryError as error:
             raise out_of_memory(backend, error) from None
         request = GenerationRequest(
@@ -268,11 +259,16 @@ class LocalVisionChatModel(BaseChatModel):
             generation = generate_many(backend, [request], reuse=self.reuse_prefix)[0]
         if isinstance(generation, ModelOutOfMemoryError):
             raise generation  # this sample only: the caches are already freed
-        return ChatResult(generations=[ChatGeneration(message=self._message(backend, generation))])
+        message = self._message(backend, generation, keep_special=reads_calls)
+        if reads_calls:
+            message = with_parsed_calls(message, turn=_assistant_turns(messages) + 1)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _message(self, backend: LocalBackend, generation: Generation) -> AIMessage:
+    def _message(
+        self, backend: LocalBackend, generation: Generation, *, keep_special: bool = False
+    ) -> AIMessage:
         new_ids, prompt_tokens = generation.new_ids, generation.prompt_tokens
-        text = backend.processor.decode(new_ids, skip_special_tokens=True)
+        text = _decode(backend, new_ids, keep_special=keep_special)
         text, was_cut = _cut_at_stop(text, list(generation.stop))
         finish = (
             "stop" if was_cut or _ends_generation(backend, new_ids, generation.budget) else "length"
@@ -292,6 +288,7 @@ class LocalVisionChatModel(BaseChatModel):
             },
             response_metadata={
                 "model_name": self.model_path,
+                "attn_implementation": backend.attn_implementation,
                 "vision_tiles": generation.vision_tiles,
                 "prompt_tokens": prompt_tokens,
                 "prefilled_tokens": prompt_tokens - generation.cached_tokens,
@@ -307,7 +304,14 @@ class LocalVisionChatModel(BaseChatModel):
         self, backend: LocalBackend
     ) -> MicroBatcher[GenerationRequest, Generation | ModelOutOfMemoryError]:
         """The backend's shared micro-batcher for this model's batch settings."""
-        key = (self.max_batch_size, self.batch_wait_ms, self.max_patches, self.reuse_prefix)
+        key = (
+            self.max_batch_size,
+            self.batch_wait_ms,
+            self.max_patches,
+            self.min_pixels,
+            self.max_pixels,
+            self.reuse_prefix,
+        )
         with backend.lock:
             if key not in backend.batchers:
                 backend.batchers[key] = MicroBatcher(
@@ -319,14 +323,33 @@ class LocalVisionChatModel(BaseChatModel):
                 )
             return backend.batchers[key]
 
-    def _prepare_inputs(self, backend: LocalBackend, conversation: list[HFMessage]) -> Any:
-        """Render the chat template, tile the images and tokenize, on the model's device."""
+    def _prepare_inputs(
+        self,
+        backend: LocalBackend,
+        conversation: list[HFMessage],
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        """Render the chat template (with `tools` in its tools section, as vLLM renders a request
+        with tools), tile the images and tokenize, on the model's device."""
         processor_kwargs: dict[str, Any] = {}
-        image_processor = getattr(backend.processor, "image_processor", None)
+        image_processor: Any = getattr(backend.processor, "image_processor", None)
+        images_kwargs: dict[str, Any] = {}
         if self.max_patches is not None and hasattr(image_processor, "max_patches"):
-            processor_kwargs["images_kwargs"] = {"max_patches": self.max_patches}
+            images_kwargs["max_patches"] = self.max_patches
+        budget = (self.min_pixels, self.max_pixels)
+        if hasattr(image_processor, "merge_size") and budget != (None, None):  # Qwen: pixels
+            size = image_processor.size
+            images_kwargs["size"] = {
+                "shortest_edge": self.min_pixels or int(size.shortest_edge),
+                "longest_edge": self.max_pixels or int(size.longest_edge),
+            }
+        if images_kwargs:
+            processor_kwargs["images_kwargs"] = images_kwargs
+        template = backend.processor.chat_template
         inputs = backend.processor.apply_chat_template(
             conversation,
+            chat_template=template_for_tools(template) if tools else None,
+            tools=tools,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
@@ -334,6 +357,38 @@ class LocalVisionChatModel(BaseChatModel):
             processor_kwargs=processor_kwargs,
         )
         return inputs.to(backend.model.device, dtype=backend.model.dtype)
+
+
+def _shaped(
+    backend: LocalBackend, messages: Sequence[BaseMessage], conversation: list[HFMessage]
+) -> list[HFMessage]:
+    """The conversation in the shape this checkpoint's template expects (`with_tool_turns` when
+    it has a tools section)."""
+    if template_renders_tools(backend.processor.chat_template):
+        return with_tool_turns(messages, conversation)
+    return conversation
+
+
+def _assistant_turns(messages: Sequence[BaseMessage]) -> int:
+    return sum(isinstance(message, AIMessage) for message in messages)
+
+
+def _decode(backend: LocalBackend, new_ids: list[int], *, keep_special: bool) -> str:
+    """The reply's text. With `keep_special` (tools bound) special tokens stay, bar the closing
+    end-of-turn token, as vLLM decodes a request with tools: some checkpoints make `<tool_call>`
+    a special token, which the parser must still see."""
+    if not keep_special:
+        return str(backend.processor.decode(new_ids, skip_special_tokens=True))
+    ids = list(new_ids)
+    eos = _eos_ids(backend)
+    while ids and ids[-1] in eos:
+        ids.pop()
+    return str(backend.processor.decode(ids, skip_special_tokens=False))
+
+
+def _eos_ids(backend: LocalBackend) -> set[int]:
+    eos = backend.model.generation_config.eos_token_id
+    return {eos} if isinstance(eos, int) else set(eos or [])
 
 
 def _fingerprints(conversation: list[HFMessage]) -> tuple[int, ...]:
@@ -372,6 +427,4 @@ def _ends_generation(backend: LocalBackend, new_ids: list[int], max_new_tokens: 
     """True when decoding ended on an end-of-sequence token or before the token budget."""
     if len(new_ids) < max_new_tokens:
         return True
-    eos = backend.model.generation_config.eos_token_id
-    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
-    return bool(new_ids) and new_ids[-1] in eos_ids
+    return bool(new_ids) and new_ids[-1] in _eos_ids(backend)

@@ -1,11 +1,16 @@
 """Test helpers for code built on Zoom-Refine: the fakes and tiny models this project's tests use.
 
 - `fakes`: scripted chat models (`ScriptedVisionModel`, `RuleVisionModel`,
-  `ScriptedToolCallingModel`) and `images_in` / `texts_in` to read what a request carried. Pass one
-  as `ZoomContext(model=...)` to run the real graph offline with replies you choose.
+  `ScriptedToolCallingModel`, and `ReplyFake` for replies computed from the request) and
+  `images_in` / `texts_in` to read what a request carried. Pass one as `ZoomContext(model=...)`
+  to run the real graph offline with replies you choose.
 - `tiny_models`: tiny InternVL3 / Qwen2.5-VL checkpoints built on CPU, random
   (`build_tiny_internvl3`, `build_tiny_qwen2_5_vl`) or trained to follow the Zoom-Refine protocol
-  (`trained_protocol_model`, cached on disk), to exercise the local `hf:` backend for real.
+  (`trained_protocol_model`, cached on disk), to exercise the local `hf:` backend for real. One
+  import for the recipes (`tiny_internvl`, `tiny_qwen`, their shared `tiny_parts`), the protocol
+  (`protocol`), its training (`protocol_training`) and the cache (`model_cache`);
+  `tiny_qwen3` (a random Qwen3-VL) and `tool_models` (a Qwen2.5-VL trained to call the zoom
+  tool) are imported by name.
 - `vllm_env`: a separate venv with vLLM's CPU release, built once and cached by recipe
   (`ensure_vllm_env`), to serve those checkpoints with a real vLLM (not imported here).
 
@@ -30,6 +35,7 @@ image the model was shown (see `ZoomContext.box_format`)::
 from __future__ import annotations
 
 from zoom_refine.testing.fakes import (
+    ReplyFake,
     RuleVisionModel,
     ScriptedToolCallingModel,
     ScriptedVisionModel,
@@ -61,6 +67,7 @@ __all__ = [
     "PROTOCOL_OPTIONS",
     "PROTOCOL_QUESTION",
     "PROTOCOL_REPLIES",
+    "ReplyFake",
     "RuleVisionModel",
     "ScriptedToolCallingModel",
     "ScriptedVisionModel",

@@ -2,7 +2,7 @@
 
 import argparse
 
-from zoom_refine.testing.tiny_models import cache_root, main
+from zoom_refine.testing.model_cache import cache_root, main
 
 parser = argparse.ArgumentParser(
     prog="python -m zoom_refine.testing",

