@@ -37,6 +37,9 @@ MAX_HOPS_LIMIT = 8
 MAX_REGIONS_LIMIT = 8
 
 BoxFormat = Literal["auto", "norm1", "norm1000", "pixel"]
+ToolConventionSetting = Literal["auto", "crop", "qwen3_vl", "deepeyes", "mini_o3"]
+"""A tool convention (`ToolConventionName`, written out: Typer reads one flat Literal), or `auto`:
+the one the model family was trained with (`resolved_convention`)."""
 TileBudgetField = Literal["none", "transformers", "vllm"]
 FamilySetting = Literal["auto", "internvl", "qwen2_5_vl", "qwen3_vl", "other"]
 QuestionText = Literal["ours", "official"]
@@ -201,12 +204,14 @@ class ZoomContext(ImageSettings):
             "cli": {},
         },
     )
-    tool_convention: ToolConventionName = field(
-        default="crop",
+    tool_convention: ToolConventionSetting = field(
+        default="auto",
         metadata={
-            "description": "`--method agent`: the zoom tool offered: `crop` (ours: image id, "
-            "box, box_format), `qwen3_vl` (Qwen-Agent's `image_zoom_in_tool`, 0–1000 of image "
-            "`img_idx`), `deepeyes` (`bbox_2d` in pixels of the original as shown), `mini_o3` "
+            "description": "`--method agent`: the zoom tool offered: `auto` (`qwen3_vl` for "
+            "Qwen3-VL checkpoints, the tool they were trained with; else `crop`), `crop` (ours: "
+            "image id, box, box_format), `qwen3_vl` (Qwen-Agent's `image_zoom_in_tool`, 0–1000 "
+            "of image `img_idx`, cropped as Qwen-Agent crops: no padding, small sides grown to "
+            "32 px, resized to multiples of 32 px), `deepeyes` (`bbox_2d` in pixels of the original as shown), `mini_o3` "
             "(`<grounding>`, 0–1 of `source`); docs/agent.md.",
             "cli": {"panel": "agent"},
         },
@@ -417,6 +422,22 @@ class ZoomContext(ImageSettings):
         if isinstance(model, str) and _is_in_process(model):
             model = loaded_chat_model(model, **self.model_settings()) or model
         return model if isinstance(model, LocalVisionChatModel) else None
+
+    def resolved_family(self, model: BaseChatModel) -> Family:
+        """The model family: as set (`model_family`), else read from a loaded local model's
+        config (`other` for any other model)."""
+        from zoom_refine.agent.local.model import LocalVisionChatModel
+
+        if self.model_family != "auto":
+            return self.model_family
+        return model.family if isinstance(model, LocalVisionChatModel) else "other"
+
+    def resolved_convention(self, model: BaseChatModel) -> ToolConventionName:
+        """`tool_convention`, with `auto` resolved: `qwen3_vl` for the Qwen3-VL family, `crop`
+        for every other."""
+        if self.tool_convention != "auto":
+            return self.tool_convention
+        return "qwen3_vl" if self.resolved_family(model) == "qwen3_vl" else "crop"
 
     def stop_reason(
         self, confidence: float | None, hop: int

@@ -199,6 +199,8 @@ def check_calls(
             budget -= 1
             item["view"] = view_id = next(fresh)
             args = {"image_id": request.image_id, "box": list(pixels), "box_format": "original"}
+            if convention.crop_rule != "ours":  # cut as the model's own tool cuts
+                args["rule"] = convention.crop_rule
             checked.sends.append(
                 tool_call(name=CROP_TOOL_NAME, args=args | {"view_id": view_id}, id=call.id)
             )

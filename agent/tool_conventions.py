@@ -39,6 +39,7 @@ from zoom_refine.agent.strict_json import shown
 from zoom_refine.agent.tool_calls import GROUNDING_TAG, TOOL_CALL_TAG
 from zoom_refine.agent.tool_images import is_image_block, move_tool_images_to_user
 from zoom_refine.tools.boxes import BoxFrame
+from zoom_refine.tools.crop_tool import CropRule
 
 ToolConventionName = Literal["crop", "qwen3_vl", "deepeyes", "mini_o3"]
 TOOL_CONVENTIONS: tuple[ToolConventionName, ...] = ("crop", "qwen3_vl", "deepeyes", "mini_o3")
@@ -93,6 +94,9 @@ class ToolConvention:
     """The tag a text call is written in: `tool_call` (Qwen's format) or `grounding`."""
     answer_style: AnswerStyle = "label"
     """How the final answer is asked for: `Answer: X` (`label`) or `<answer>X</answer>` (`tag`)."""
+    crop_rule: CropRule = "ours"
+    """How the crop tool cuts the box (`tools.crop_tool`): `ours` (padding, minimum side) or
+    `qwen_agent` (Qwen-Agent's zoom tool, which the Qwen3-VL models were trained against)."""
 
     def schema(self) -> dict[str, Any]:
         """The tool in OpenAI's function format (what `bind_tools` and `<tools>` carry)."""
@@ -270,6 +274,7 @@ CONVENTIONS: dict[ToolConventionName, ToolConvention] = {
             "required": ["bbox_2d", "label", "img_idx"],
         },
         frame_text="0-1000 of the image img_idx (0 = the original)",
+        crop_rule="qwen_agent",
     ),
     "deepeyes": ToolConvention(
         name="deepeyes",

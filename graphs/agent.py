@@ -80,10 +80,10 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     """One model turn: show what is new (the question first, then the crops of the previous
     calls), ask, and turn the reply's calls into crop calls or error results."""
     context = runtime.context
-    convention = tool_convention(context.tool_convention)
     prompts = context.prompt_set  # every text the model reads
     options = normalize_options(state.get("options"))
     model = resolve_chat_model(context)  # before any view: views are made at its input size
+    convention = tool_convention(context.resolved_convention(model))
     text_calls = uses_text_calls(context, model)
     log = list(state.get("messages", []))
     update: dict[str, Any] = {}

@@ -118,13 +118,8 @@ def resolve_model(context: ZoomContext) -> BaseChatModel:
 
 
 def resolve_family(context: ZoomContext, model: BaseChatModel) -> Family:
-    """The model family: as set in the context, else read from a local model's config
-    (`other` for any other model)."""
-    if context.model_family != "auto":
-        return context.model_family
-    if isinstance(model, LocalVisionChatModel):
-        return model.family
-    return "other"
+    """The model family (`ZoomContext.resolved_family`)."""
+    return context.resolved_family(model)
 
 
 def call_model(

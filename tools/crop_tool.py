@@ -21,6 +21,7 @@ from zoom_refine.tools.boxes import Box, BoxFrame, FloatBox, box_to_pixels, is_f
 from zoom_refine.tools.crop import plan_crop
 from zoom_refine.tools.encoding import image_content_block, text_content_block
 from zoom_refine.tools.images import ImageSource, load_image
+from zoom_refine.tools.qwen_agent_zoom import qwen_agent_zoom
 from zoom_refine.tools.settings import ImageSettings
 from zoom_refine.tools.views import View, ViewRecord, next_view_ids, render_view
 
@@ -33,6 +34,9 @@ BAD_IMAGE = "the state's {key!r} holds a value of type {kind}, not an image path
 TAKEN_VIEW_ID = "view_id {view_id!r} is already registered; leave it out to get the next free id"
 
 CropFrame = BoxFrame | Literal["original"]
+CropRule = Literal["ours", "qwen_agent"]
+"""How a box becomes a crop: `ours` (`tools.crop.plan_crop`: padding, minimum side, the view at
+the model's input size) or `qwen_agent` (`tools.qwen_agent_zoom`: Qwen-Agent's zoom tool)."""
 """The frames the tool reads a box in: a model's (`tools.boxes.BoxFrame`, relative to the image
 `image_id`), or `original`: pixels of the original image, the frame our graph's box reader has
 already converted to (`agent.regions`), so the box is not converted again."""
@@ -57,6 +61,7 @@ def make_crop(
     box_format: CropFrame,
     settings: ImageSettings,
     view_id: str | None = None,
+    rule: CropRule = "ours",
 ) -> Crop:
     """Cut the region `box` (in `box_format` of view `image_id`) from the full-resolution image.
 
@@ -72,15 +77,36 @@ def make_crop(
     if view_id is not None and any(record["id"] == view_id for record in views):
         raise ToolException(TAKEN_VIEW_ID.format(view_id=view_id))
     requested = _requested_pixels(box, box_format, source)
-    crop_box = plan_crop(requested, source.box, original.size, settings)
+    if rule == "qwen_agent":
+        crop_box, size = _qwen_agent_crop(requested, source.box, settings)
+    else:
+        crop_box = plan_crop(requested, source.box, original.size, settings)
+        size = settings.shown_size((crop_box.width, crop_box.height))
     view, shown = render_view(
-        original,
-        crop_box,
-        view_id=view_id or next_view_ids(views)[0],
-        hop=source.hop + 1,
-        size=settings.shown_size((crop_box.width, crop_box.height)),
-    )
+        original, crop_box, view_id=view_id or next_view_ids(views)[0], hop=source.hop + 1,
+        size=size,
+    )  # fmt: skip
     return Crop(view=view, image=shown, source_view=source, requested_box=requested)
+
+
+def _qwen_agent_crop(
+    box: FloatBox, region: Box, settings: ImageSettings
+) -> tuple[Box, tuple[int, int]]:
+    """Qwen-Agent's zoom of `box` (original pixels) within the view `region` it was drawn on:
+    clamped to the region, small sides grown to 32 px, no padding; shown at Qwen-Agent's resize
+    of the crop, or the model's input size for that (so its processor keeps it). Unlike
+    Qwen-Agent, a zoom inside a zoom is cut from the original at full resolution, not from the
+    resized zoom image."""
+    local = (box[0] - region.x1, box[1] - region.y1, box[2] - region.x1, box[3] - region.y1)
+    try:
+        zoom = qwen_agent_zoom(local, (region.width, region.height))
+    except ValueError as error:
+        raise ToolException(str(error)) from None
+    crop = zoom.crop
+    crop_box = Box(
+        crop.x1 + region.x1, crop.y1 + region.y1, crop.x2 + region.x1, crop.y2 + region.y1
+    )
+    return crop_box, settings.model_input_size(zoom.size) or zoom.size
 
 
 def _requested_pixels(box: Sequence[float], box_format: CropFrame, source: View) -> FloatBox:
@@ -157,6 +183,7 @@ def make_crop_tool(image_key: str = "image") -> BaseTool:
         runtime: ToolRuntime[Any, Any],
         box_format: CropFrame = "norm1",
         view_id: str | None = None,
+        rule: CropRule = "ours",
     ) -> tuple[list[dict[str, Any]], CropArtifact]:
         """Zoom in: cut a region of an image at full resolution and look at it closely.
 
@@ -169,8 +196,10 @@ def make_crop_tool(image_key: str = "image") -> BaseTool:
                 "original" (pixels of the original full-resolution image, whatever `image_id`).
             view_id: id for the new image (optional; by default the next free one, "img1", …).
                 Give distinct ids when asking for several crops at once.
+            rule: "ours" (padding and a minimum side), or "qwen_agent" (the crop Qwen-Agent's
+                zoom tool makes, for models trained against it).
         """
-        return run_crop(runtime, image_key, image_id, box, box_format, view_id)
+        return run_crop(runtime, image_key, image_id, box, box_format, view_id, rule)
 
     crop.handle_tool_error = True
     return crop
@@ -183,6 +212,7 @@ def run_crop(
     box: Sequence[float],
     box_format: CropFrame,
     view_id: str | None,
+    rule: CropRule = "ours",
 ) -> tuple[list[dict[str, Any]], CropArtifact]:
     """The crop tool's work: the image from state key `image_key`, settings from the run's
     context when it is an ImageSettings (a ZoomContext is one), else the defaults."""
@@ -194,7 +224,7 @@ def run_crop(
     original = load_image(source, max_pixels=settings.max_pixels, official=official).image
     if not views:  # used outside our graph: the whole image is the only registered view
         views = [full_view(original.size, settings).to_record()]
-    crop = make_crop(original, views, image_id, box, box_format, settings, view_id)
+    crop = make_crop(original, views, image_id, box, box_format, settings, view_id, rule)
     if runtime.stream_writer is not None:
         runtime.stream_writer({"event": "crop", **crop_artifact(crop)})
     return crop_message_content(crop, settings), crop_artifact(crop)
