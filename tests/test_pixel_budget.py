@@ -178,3 +178,35 @@ def test_eval_warns_once_and_records_the_budget(tiny_qwen3_path: Path, tmp_path:
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "visual tokens" in (out / "report.html").read_text()
+
+
+@pytest.mark.reliability(
+    "Inputs",
+    "hostile pixel budgets on the command line (0, negative, text, min above max, 10^30)",
+    "one line naming the option, exit 2, no model loaded",
+)
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--max-pixels", "0"], "--max-pixels"),
+        (["--min-pixels", "-5"], "--min-pixels"),
+        (["--max-pixels", "lots"], "--max-pixels"),
+        (["--min-pixels", "5000000", "--max-pixels", "1000"], "qwen_min_pixels"),
+    ],
+)
+def test_hostile_budgets_are_one_line(args: list[str], says: str, uhd_png: Path) -> None:
+    spec = "hf:/nonexistent/model"  # never reached: the budget is refused first
+    result = CliRunner().invoke(app, ["ask", str(uhd_png), "What?", "--model", spec, *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert "/nonexistent/model" not in result.output  # refused before any model is named
+
+
+def test_a_huge_budget_keeps_the_view_within_view_max_side() -> None:
+    context = ZoomContext(
+        model="openai:qwen3-vl",
+        base_url="http://127.0.0.1:9/v1",
+        model_family="qwen3_vl",
+        qwen_max_pixels=10**30,
+    )
+    assert context.shown_size((7680, 4320)) == (2048, 1152)
