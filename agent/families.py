@@ -46,7 +46,8 @@ LARGE_IMAGE_SIDE = 3000
 BUDGET_STARVED = (
     "the pixel budget shows this {image_width}x{image_height} image to the model at "
     "{view_width}x{view_height} (long side under {floor} px): small details are lost before any "
-    "zoom; raise --max-pixels (a low max_pixels has cost Qwen3-VL-8B 31 points on HR-Bench 4K)"
+    "zoom; raise the image budget (--max-pixels for Qwen models, --max-patches for InternVL; a "
+    "low max_pixels has cost Qwen3-VL-8B 31 points on HR-Bench 4K)"
 )
 
 

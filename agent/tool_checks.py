@@ -50,11 +50,14 @@ def uses_text_calls(context: ZoomContext, model: BaseChatModel) -> bool:
     """Whether tools are offered in the system turn in our words and calls read from text (see
     `ZoomContext.tool_call_format`). `auto`: a local model whose chat template has a tools
     section gets them through its template, as vLLM would render them (one prompt in every
-    backend); a local template without one, and chat models that cannot bind tools, get ours."""
+    backend); a local template without one, servers of the InternVL family (whose templates have
+    none) and chat models that cannot bind tools get ours."""
     if context.tool_call_format != "auto":
         return context.tool_call_format == "text"
     if isinstance(model, LocalVisionChatModel):
         return not model.renders_tools
+    if context.resolved_family(model) == "internvl":  # its template has no tools section: a
+        return True  # server would render the request without them (InternVL3, InternVL3.5)
     return type(model).bind_tools is BaseChatModel.bind_tools
 
 

@@ -8,7 +8,7 @@ by the family's known rule (servers), else the size we sent. Tokens follow the f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zoom_refine.agent.context import ZoomContext
@@ -21,7 +21,7 @@ from zoom_refine.agent.families import (
 
 
 def view_cost(
-    shown_size: tuple[int, int],
+    shown_size: Sequence[int],
     *,
     processed_size: tuple[int, int] | None,
     family: Family,
@@ -29,7 +29,8 @@ def view_cost(
 ) -> dict[str, Any]:
     """The step fields `view_size` ([width, height] in pixels, as the processor works on it) and
     `visual_tokens` (None where the family's rule is unknown) of a view sent at `shown_size`."""
-    size = processed_size or context.model_input_size(shown_size) or shown_size
+    width, height = shown_size  # [width, height] as a view record keeps it, or a tuple
+    size = processed_size or context.model_input_size((width, height)) or (width, height)
     return {"view_size": list(size), "visual_tokens": context.visual_tokens(size, family)}
 
 

@@ -60,6 +60,7 @@ from zoom_refine.agent.tool_conventions import (
     to_agent_messages,
     tool_convention,
 )
+from zoom_refine.agent.view_cost import view_cost
 from zoom_refine.graphs.calls import MODEL_RETRY, chat, model_reply, resolve_family
 from zoom_refine.graphs.calls import resolve_model as resolve_chat_model
 from zoom_refine.graphs.calls import step_record as record
@@ -117,9 +118,8 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
     calls, kept = read_calls(message, convention, turn)
     budget = 0 if final else context.max_hops - used
     family = resolve_family(context, model)
-    checked = check_calls(
-        calls, convention, views, family, context, reply.image_sizes, budget, final=final
-    )
+    checked = check_calls(calls, convention, views, family, context, reply.image_sizes, budget,
+        final=final)  # fmt: skip
     answer = parse_answer(answer_text(reply.text, convention.tag), options)
     done = final or not calls
     previous = state.get("answer")
@@ -137,7 +137,9 @@ def agent(state: AgentState, runtime: Runtime[ZoomContext]) -> dict[str, Any]:
         tool_calls=checked.records,
         tool_prompt="ours" if text_calls else "chat_template",
         note=NO_ANSWER if done and answer is None and previous is not None else None,
-    )
+        **view_cost(views[-1]["size"], processed_size=reply.processed_size,
+            family=family, context=context),
+    )  # fmt: skip
     update |= {
         "messages": [*new, kept, *([] if done else checked.refusals)],
         "views": made,

@@ -115,6 +115,9 @@ def test_a_qwen3_vl_model_gets_qwen_agents_tool_and_crop_by_default(tmp_path: Pa
     assert crop["box"][2] - crop["box"][0] >= 32  # grown to 32 px, not our 448-px minimum
     assert crop["size"] == list(expected.size)  # enlarged to at least 262,144 px, as Qwen-Agent
     assert "image_zoom_in_tool" in str(model.requests[0][0].content)  # the tool it was trained on
+    first, second = result["steps"]  # each agent turn records its last view's size and tokens
+    assert (first["view_size"], first["visual_tokens"]) == ([640, 480], 20 * 15)
+    assert second["view_size"] == list(expected.size)
 
 
 def test_other_families_keep_our_crop_tool_under_auto(tmp_path: Path) -> None:
