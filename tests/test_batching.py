@@ -128,13 +128,17 @@ def image_message(seed: int) -> list[HumanMessage]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["internvl3", "qwen3_vl"])
 def test_local_backend_batches_concurrent_calls_with_per_sample_results(
-    tiny_internvl_path: pathlib.Path,
+    family: str, request: pytest.FixtureRequest
 ) -> None:
+    """Qwen3-VL too: its 3-D rotary positions are built per row of a left-padded batch."""
     from zoom_refine.agent.local.model import LocalVisionChatModel
 
+    fixture = {"internvl3": "tiny_internvl_path", "qwen3_vl": "tiny_qwen3_path"}[family]
+    path: pathlib.Path = request.getfixturevalue(fixture)
     single = LocalVisionChatModel(
-        model_path=str(tiny_internvl_path), max_new_tokens=4, max_patches=4, reuse_prefix=False
+        model_path=str(path), max_new_tokens=4, max_patches=4, reuse_prefix=False
     )
     batched = single.model_copy(update={"max_batch_size": 8, "batch_wait_ms": 200.0})
     conversations = [image_message(seed) for seed in range(6)]
