@@ -5,8 +5,10 @@ tower and a 1-layer Qwen2 decoder with tiny widths. The weights are seeded noise
 
 from __future__ import annotations
 
+import pathlib
 from typing import TYPE_CHECKING
 
+from zoom_refine.testing.protocol_training import PROTOCOL_WINDOW
 from zoom_refine.testing.tiny_parts import (
     CHAT_TOKENS,
     TinyRecipe,
@@ -121,3 +123,9 @@ build_tiny_internvl3 = TinyRecipe(
 )
 """Save a tiny random InternVL3-hf checkpoint (model, tokenizer, processor) into a folder:
 `build_tiny_internvl3(out_dir, sliding_window=None)`."""
+
+
+def build_protocol_base(out_dir: pathlib.Path) -> pathlib.Path:
+    """The random InternVL3 checkpoint the protocol model is trained from (`protocol_training`):
+    sliding-window attention over `PROTOCOL_WINDOW` tokens in the decoder layer."""
+    return build_tiny_internvl3(out_dir, sliding_window=PROTOCOL_WINDOW)
