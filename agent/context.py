@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from zoom_refine.agent.families import Family, processor_input_size, visual_tokens
+from zoom_refine.agent.families import (
+    QWEN_FACTORS,
+    Family,
+    processor_input_size,
+    visual_tokens,
+)
 from zoom_refine.agent.parsing import ParserMode
 from zoom_refine.agent.prompt_set import PromptSet, PromptSetSource, PromptStyle, load_prompt_set
 from zoom_refine.agent.replicas import server_urls
@@ -403,6 +408,17 @@ class ZoomContext(ImageSettings):
             qwen_min_pixels=self.qwen_min_pixels,
             qwen_max_pixels=self.qwen_max_pixels,
         )
+
+    def model_size_step(self) -> int:
+        """Pixels the model's processor rounds each side to (see `ImageSettings.shown_size`):
+        a loaded local model's own patch × merge size; for a server, the Qwen family's factor
+        as `model_family` names it; 0 otherwise."""
+        local = self._loaded_local_model()
+        if local is not None:
+            return local.size_step()
+        if _is_in_process(self.model):
+            return 0
+        return QWEN_FACTORS.get(self.model_family, 0) if self.model_family != "auto" else 0
 
     def visual_tokens(self, input_size: tuple[int, int], family: Family) -> int | None:
         """Visual tokens an image costs once the processor has made it `input_size` (pixels):

@@ -210,3 +210,41 @@ def test_a_huge_budget_keeps_the_view_within_view_max_side() -> None:
         qwen_max_pixels=10**30,
     )
     assert context.shown_size((7680, 4320)) == (2048, 1152)
+
+
+@pytest.mark.parametrize(("family", "factor"), [("qwen3_vl", 32), ("qwen2_5_vl", 28)])
+def test_every_qwen_view_is_a_size_its_processor_keeps(family: str, factor: int) -> None:
+    """A region the processor would round up on a side (504 x 449 → 512 x 448) is made at that
+    size here, so the processor never resizes a view again; a view grows by less than one
+    rounding step over the region fitted to `view_max_side`, and never past it beyond that."""
+    import random
+
+    from zoom_refine.agent.families import QWEN_RELEASED_PIXELS, processor_input_size
+    from zoom_refine.tools.views import shown_size_for
+
+    context = ZoomContext(
+        model="openai:qwen",
+        base_url="http://127.0.0.1:9/v1",
+        model_family=family,  # type: ignore[arg-type]
+    )
+    low, high = QWEN_RELEASED_PIXELS[family]  # type: ignore[index]
+    rng = random.Random(25)
+    regions = [(504, 449), (448, 504), (5000, 3000), (2047, 1153)]
+    regions += [(rng.randint(448, 9000), rng.randint(448, 9000)) for _ in range(2000)]
+    for region in regions:
+        shown = context.shown_size(region)
+        kept = qwen_resized_size(shown, min_pixels=low, max_pixels=high, factor=factor)
+        assert kept == shown, region
+        fitted = shown_size_for(region, context.view_max_side)
+        assert all(s < f + factor for s, f in zip(shown, fitted, strict=True)), region
+        assert (
+            processor_input_size(
+                family,
+                shown,
+                max_patches=None,
+                qwen_min_pixels=None,
+                qwen_max_pixels=None,  # type: ignore[arg-type]
+            )
+            == shown
+        )
+    assert context.shown_size((504, 449)) == ((512, 448) if factor == 32 else (504, 448))

@@ -1,5 +1,6 @@
-"""The tiny test models: the Qwen2.5-VL build, and the protocol-trained models driving the whole
-Zoom-Refine graph through the real local backend (localize → crop → refine, and zoom again)."""
+"""The tiny test models: the Qwen2.5-VL build, the cache keys of the trained ones (per family),
+and the protocol-trained models driving the whole Zoom-Refine graph through the real local backend
+(localize → crop → refine, and zoom again). Qwen3-VL's in-process runs are in test_qwen3_vl.py."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from zoom_refine.testing import images_in, texts_in
 from zoom_refine.testing import tiny_models as tm
 
 LETTERED = dict(zip("ABCD", tm.PROTOCOL_OPTIONS, strict=True))
+WINDOWED = ("internvl3", "qwen2_5_vl")
+"""The families whose decoder has a sliding window (Qwen3-VL's has none)."""
 
 
 def expected_crop(
@@ -99,6 +102,11 @@ def test_protocol_replies_parse_to_the_documented_boxes() -> None:
         == tm.QWEN_ZOOM_AGAIN_BOX
     )
 
+    qwen3_localize, _, qwen3_zoom_again, _ = tm.PROTOCOL_REPLIES["qwen3_vl"]
+    assert parse_boxes(qwen3_localize)[0] == tm.QWEN3_LOCALIZE_BOX == (600, 600, 700, 700)
+    assert parse_boxes(qwen3_zoom_again)[0] == tm.QWEN3_ZOOM_AGAIN_BOX == (250, 250, 750, 750)
+    assert parse_choice(tm.PROTOCOL_BASELINE_REPLY["qwen3_vl"] or "", LETTERED) == "B"
+
 
 @pytest.mark.parametrize("family", tm.FAMILIES)
 def test_protocol_requests_are_what_the_graph_sends(family: tm.TinyFamily) -> None:
@@ -137,6 +145,26 @@ def test_assistant_labels_mark_the_replies_and_their_end_tokens() -> None:
     assert all(window[0, -1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for window in windows)
 
 
+def test_learned_merges_are_deterministic_and_keep_the_text() -> None:
+    """The trained Qwen3-VL's tokenizer: merges from the conversations' text, the most frequent
+    pair first; the same texts give the same merges, and text round-trips in fewer tokens."""
+    from zoom_refine.testing.tiny_parts import learn_merges
+    from zoom_refine.testing.tiny_qwen import build_tiny_qwen_tokenizer
+
+    texts = ["Rechecked Answer: A", "Rechecked Answer: B", "Bounding box: [600, 600, 700, 700]"]
+    plain = build_tiny_qwen_tokenizer()
+    merges = learn_merges(plain, texts, 40)
+    assert merges == learn_merges(plain, list(texts), 40) and len(merges) <= 40
+    assert merges[0] in {("Ġ", "A"), ("e", "c"), ("Ġ", "6")}  # among the most frequent pairs
+    merged = build_tiny_qwen_tokenizer(merges=merges)
+    for text in [*texts, "Confidence: 0.9 (never seen)"]:
+        ids = merged(text)["input_ids"]
+        assert merged.decode(ids) == text
+    assert len(merged(texts[0])["input_ids"]) < len(plain(texts[0])["input_ids"]) // 3
+    specials = ["<|endoftext|>", "<|im_end|>", "<|image_pad|>"]
+    assert merged.convert_tokens_to_ids(specials) == plain.convert_tokens_to_ids(specials)
+
+
 # --- the cache: keys and building once ---------------------------------------------------------
 
 TESTING = Path(tm.__file__).parent
@@ -167,15 +195,66 @@ def recipe_closure(start: str) -> set[str]:
     return seen
 
 
-def test_the_cache_keys_hash_every_module_that_builds_or_trains_and_no_other() -> None:
+UNHASHED = {"model_cache", "fakes", "protocol_families"}
+"""Never hashed as files: the cache itself, the fakes (they only record the conversations, whose
+text the key hashes) and the family tables (each family's own entry is hashed instead)."""
+
+
+def hashed_closure(*starts: str) -> set[str]:
+    """The testing modules `starts` reach by imports, but the unhashed ones."""
+    return set().union(*(recipe_closure(start) for start in starts)) - UNHASHED
+
+
+def module_names(modules: Any) -> set[str]:
+    return {module.__name__.rsplit(".", 1)[1] for module in modules}
+
+
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_a_familys_key_hashes_every_module_that_builds_or_trains_it(family: tm.TinyFamily) -> None:
+    own = module_names(tm.FAMILY_RECIPE_MODULES[family])
+    names = module_names(tm.recipe_modules(family))
+    assert names == hashed_closure(*own, *module_names(tm.SHARED_RECIPE_MODULES))
+    others = set().union(*(module_names(m) for f, m in tm.FAMILY_RECIPE_MODULES.items())) - names
+    assert not names & (UNHASHED | others | {"vllm_env", "tool_models", "tiny_internvl35"})
+    assert {"tiny_parts", "protocol", "protocol_training"} <= names
+
+
+def test_family_modules_and_tables_keep_families_apart() -> None:
+    assert module_names(tm.recipe_modules("internvl3")).isdisjoint({"tiny_qwen", "tiny_qwen3"})
+    assert "tiny_qwen3" not in module_names(tm.recipe_modules("qwen2_5_vl"))
+    assert {"tiny_qwen", "tiny_qwen3"} <= module_names(tm.recipe_modules("qwen3_vl"))
+    # The family tables are data only: every build-shaping value is in some family's entry.
+    tree = ast.parse((TESTING / "protocol_families.py").read_text())
+    assert not [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)]
+
+
+def test_a_change_to_one_familys_entry_retrains_that_family_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = {family: tm.protocol_cache_key(family) for family in ("internvl3", "qwen3_vl")}
+    entries = {family: tm.family_entry(family) for family in tm.FAMILIES}
+    monkeypatch.setitem(tm.PROTOCOL_SETTINGS, "qwen3_vl", {"model_family": "qwen3_vl"})
+    monkeypatch.setitem(tm.PROTOCOL_BASELINE_REPLY, "qwen3_vl", "Answer: C")
+    assert [tm.family_entry(family) == entries[family] for family in tm.FAMILIES] == [
+        True,
+        True,
+        False,
+    ]
+    # A new last reply: in the conversations and the entry of qwen3_vl, in no other key.
+    changed = (*tm.PROTOCOL_REPLIES["qwen3_vl"][:3], "Rechecked Answer: C\nConfidence: 0.8")
+    monkeypatch.setitem(tm.PROTOCOL_REPLIES, "qwen3_vl", changed)
+    assert tm.protocol_cache_key("internvl3") == keys["internvl3"]
+    assert tm.protocol_cache_key("qwen3_vl") != keys["qwen3_vl"]
+
+
+def test_tool_model_keys_hash_their_own_recipe_modules() -> None:
     from zoom_refine.testing import tool_models
 
-    names = {module.__name__.rsplit(".", 1)[1] for module in tm.RECIPE_MODULES}
-    assert names == recipe_closure("protocol_training") - {"model_cache"}
-    assert {"tiny_internvl", "tiny_qwen", "tiny_parts", "protocol"} <= names
-    assert not names & {"model_cache", "fakes", "vllm_env", "tiny_qwen3", "tool_models"}
-    tool_names = {module.__name__.rsplit(".", 1)[1] for module in tool_models.TOOL_RECIPE_MODULES}
-    assert tool_names == recipe_closure("tool_models") - {"model_cache"} == names | {"tool_models"}
+    for family, recipe in tool_models.TOOL_RECIPES.items():
+        names = module_names(tool_models.tool_recipe_modules(family))
+        shared = module_names(tm.SHARED_RECIPE_MODULES)
+        assert names == hashed_closure(*module_names(recipe.modules), *shared) | {"tool_models"}
+    assert "tiny_qwen3" not in module_names(tool_models.TOOL_RECIPE_MODULES)
 
 
 def test_a_recipe_digest_follows_its_sources(tmp_path: Path) -> None:
@@ -304,7 +383,7 @@ def test_trained_checkpoints_are_cached_by_recipe(family: tm.TinyFamily) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", tm.FAMILIES)
+@pytest.mark.parametrize("family", WINDOWED)
 def test_trained_reply_depends_only_on_its_window(family: tm.TinyFamily) -> None:
     """Sliding-window attention really applies (transformers warns that Qwen2.5-VL's sdpa path
     does not implement it; the mask does): the logits of the last reply are the same in the

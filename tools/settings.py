@@ -103,21 +103,32 @@ class ImageSettings:
     def shown_size(self, region_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) in pixels at which a region of `region_size` original pixels is sent.
 
-        Exact preprocessing: the region itself. Otherwise the model's own input size when it is
-        known and no larger than the region fitted to `view_max_side` (the processor would then
-        only resize it again), else the region fitted to `view_max_side` (never enlarged)."""
+        Exact preprocessing: the region itself. Otherwise the model's own input size, so its
+        processor never resizes the view again: the size it makes of the region, else of the
+        region fitted to `view_max_side`, when that size is no larger than the fitted region
+        but for the processor's rounding (`model_size_step` pixels a side: Qwen's multiples of
+        32 round 504 up to 512). Unknown, or larger (an InternVL tile canvas), the region
+        fitted to `view_max_side` (never enlarged beyond rounding)."""
         if self.exact_preprocessing:
             return region_size
         fitted = shown_size_for(region_size, self.view_max_side)
-        model_size = self.model_input_size(region_size)
-        if model_size is not None and model_size[0] <= fitted[0] and model_size[1] <= fitted[1]:
-            return model_size
+        step = self.model_size_step()
+        candidates = [region_size, fitted] if step else [region_size]
+        for source in candidates:
+            model_size = self.model_input_size(source)
+            if model_size is not None and _within(model_size, fitted, step):
+                return model_size
         return fitted
 
     def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
         """The size the model's processor resizes an image of `region_size` to, if known and
         stable (that size maps to itself); None here: the graph's context knows the model."""
         return None
+
+    def model_size_step(self) -> int:
+        """Pixels the model's processor rounds each side to (Qwen: patch × merge); 0 when it
+        does not round (InternVL tiles) or is unknown, as here: the graph's context knows."""
+        return 0
 
     @property
     def decodes_as_official(self) -> bool:
@@ -140,3 +151,8 @@ class ImageSettings:
             raise InvalidInputError(f"view_max_side must be >= 28 pixels, got {self.view_max_side}")
         if not 1 <= self.jpeg_quality <= 95:
             raise InvalidInputError(f"jpeg_quality must be within 1..95, got {self.jpeg_quality}")
+
+
+def _within(size: tuple[int, int], limit: tuple[int, int], step: int) -> bool:
+    """Whether `size` exceeds `limit` on neither side by `step` pixels or more (width, height)."""
+    return all(side < bound + max(step, 1) for side, bound in zip(size, limit, strict=True))

@@ -173,6 +173,18 @@ class LocalVisionChatModel(BaseChatModel):
             )
         return None
 
+    def size_step(self) -> int:
+        """Pixels this model's processor rounds each image side to: patch × merge size for
+        Qwen2.5-VL and Qwen3-VL; 0 for other processors (InternVL tiles) and before loading."""
+        backend = self.loaded()
+        if backend is None:
+            return 0
+        family = family_from_model_type(getattr(backend.model.config, "model_type", None))
+        processor: Any = getattr(backend.processor, "image_processor", None)
+        if family in ("qwen2_5_vl", "qwen3_vl") and processor is not None:
+            return int(processor.patch_size) * int(processor.merge_size)
+        return 0
+
     def visual_tokens(self, size: tuple[int, int]) -> int | None:
         """Visual tokens an image costs once this model's processor has made it `size` (width,
         height in pixels): the family's rule with this processor's tile side and tokens per tile

@@ -4,13 +4,14 @@
   `ScriptedToolCallingModel`, and `ReplyFake` for replies computed from the request) and
   `images_in` / `texts_in` to read what a request carried. Pass one as `ZoomContext(model=...)`
   to run the real graph offline with replies you choose.
-- `tiny_models`: tiny InternVL3 / Qwen2.5-VL checkpoints built on CPU, random
+- `tiny_models`: tiny InternVL3 / Qwen2.5-VL / Qwen3-VL checkpoints built on CPU, random
   (`build_tiny_internvl3`, `build_tiny_qwen2_5_vl`) or trained to follow the Zoom-Refine protocol
-  (`trained_protocol_model`, cached on disk), to exercise the local `hf:` backend for real. One
-  import for the recipes (`tiny_internvl`, `tiny_qwen`, their shared `tiny_parts`), the protocol
-  (`protocol`), its training (`protocol_training`) and the cache (`model_cache`);
-  `tiny_qwen3` (a random Qwen3-VL) and `tool_models` (a Qwen2.5-VL trained to call the zoom
-  tool) are imported by name.
+  (`trained_protocol_model(family)`, cached on disk), to exercise the local `hf:` backend for
+  real. One import for the recipes (`tiny_internvl`, `tiny_qwen`, `tiny_qwen3`, their shared
+  `tiny_parts`), each family's replies (`protocol_families`), the protocol (`protocol`), its
+  training (`protocol_training`) and the cache (`model_cache`); `tiny_qwen3` (the random
+  Qwen3-VL builder), `tiny_internvl35` (a random InternVL3.5) and `tool_models` (a Qwen2.5-VL and
+  a Qwen3-VL trained to call the zoom tool, `trained_tool_model(family)`) are imported by name.
 - `vllm_env`: a separate venv with vLLM's CPU release, built once and cached by recipe
   (`ensure_vllm_env`), to serve those checkpoints with a real vLLM (not imported here).
 

@@ -1,11 +1,14 @@
 """The on-disk cache of trained tiny checkpoints: where it is, the key a checkpoint is filed
 under, and building one exactly once.
 
-A key is the SHA-256 of everything that shapes the weights: the source of the recipe modules
-(`RECIPE_MODULES`: the model builders, the protocol, the training), the transformers
-and torch versions, and the text of the training conversations as the graph renders them today
-(so a prompt change in `agent/prompts.py` retrains too). Editing another module of
-`zoom_refine.testing` (this one, the fakes, the vLLM venv) retrains nothing.
+A family's key is the SHA-256 of everything that shapes its weights: the source of its recipe
+modules (`recipe_modules(family)`: the shared protocol and training, `SHARED_RECIPE_MODULES`, and
+the family's own builders, `FAMILY_RECIPE_MODULES`), its entry in `protocol_families` (replies,
+box format, settings, training and held-out samples: `family_entry`), the transformers and torch versions, and the text
+of the training conversations as the graph renders them today (so a prompt change in
+`agent/prompts.py` retrains too). Another family's builders or entry never enter it: adding or
+editing a family retrains that family only. Editing another module of `zoom_refine.testing`
+(this one, the fakes, the vLLM venv) retrains nothing.
 
 A build runs under a file lock (concurrent callers wait and share it) in a temporary folder
 renamed into place when done, so an interrupted run never leaves a partial checkpoint under the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -25,16 +29,26 @@ from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-from zoom_refine.testing import protocol, protocol_training, tiny_internvl, tiny_parts, tiny_qwen
-from zoom_refine.testing.protocol import (
+from zoom_refine.testing import (
+    protocol,
+    protocol_training,
+    tiny_internvl,
+    tiny_parts,
+    tiny_qwen,
+    tiny_qwen3,
+)
+from zoom_refine.testing.protocol import sample_conversations
+from zoom_refine.testing.protocol_families import (
     FAMILIES,
-    TRAIN_IMAGES,
+    PROTOCOL_BASELINE_REPLY,
+    PROTOCOL_BOX_FORMAT,
+    PROTOCOL_HELD_OUT,
+    PROTOCOL_REPLIES,
+    PROTOCOL_SETTINGS,
+    PROTOCOL_TRAIN_SAMPLES,
     TinyFamily,
-    protocol_conversation,
-    protocol_image_png,
 )
 from zoom_refine.testing.protocol_training import (
-    BUILDERS,
     REPORT_FILE,
     TrainingReport,
     build_protocol_model,
@@ -48,15 +62,45 @@ CACHE_ENV = "ZOOM_REFINE_TINY_MODEL_CACHE"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 """The source checkout this module runs from (`zoom_refine/testing/` is two levels down), if any."""
 STALE_TEMP_SECONDS = 3600
-RECIPE_MODULES: tuple[ModuleType, ...] = (
-    tiny_parts,
-    tiny_internvl,
-    tiny_qwen,
-    protocol,
-    protocol_training,
+SHARED_RECIPE_MODULES: tuple[ModuleType, ...] = (tiny_parts, protocol, protocol_training)
+"""The modules whose source shapes every family's trained weights (hashed into every key): the
+shared builder parts, the protocol and the training."""
+FAMILY_RECIPE_MODULES: dict[TinyFamily, tuple[ModuleType, ...]] = {
+    "internvl3": (tiny_internvl,),
+    "qwen2_5_vl": (tiny_qwen,),
+    "qwen3_vl": (tiny_qwen, tiny_qwen3),
+}
+"""Each family's own recipe modules (hashed into its key only); the last one's
+`build_protocol_base` makes the random checkpoint its protocol model is trained from."""
+RECIPE_MODULES: tuple[ModuleType, ...] = tuple(
+    dict.fromkeys(
+        [
+            *SHARED_RECIPE_MODULES,
+            *(module for modules in FAMILY_RECIPE_MODULES.values() for module in modules),
+        ]
+    )
 )
-"""The modules whose source shapes the trained weights (hashed into every key): the builders,
-the protocol and the training; the trainer imports all of them."""
+"""Every module whose source shapes some trained checkpoint."""
+
+
+def recipe_modules(family: TinyFamily) -> tuple[ModuleType, ...]:
+    """The modules hashed into `family`'s key: the shared ones and its own."""
+    return (*SHARED_RECIPE_MODULES, *FAMILY_RECIPE_MODULES[family])
+
+
+def family_entry(family: TinyFamily) -> str:
+    """`family`'s entry in `protocol_families` as canonical JSON (hashed into its key in place of
+    that module's source, which holds every family's)."""
+    entry = {
+        "family": family,
+        "replies": PROTOCOL_REPLIES[family],
+        "baseline_reply": PROTOCOL_BASELINE_REPLY[family],
+        "box_format": PROTOCOL_BOX_FORMAT[family],
+        "settings": PROTOCOL_SETTINGS[family],
+        "train_samples": PROTOCOL_TRAIN_SAMPLES[family],
+        "held_out": PROTOCOL_HELD_OUT[family],
+    }
+    return json.dumps(entry, sort_keys=True)
 
 
 def cache_root() -> pathlib.Path:
@@ -108,10 +152,11 @@ def fingerprint(message: Any) -> str:
 def protocol_cache_key(family: TinyFamily) -> str:
     """The key of `family`'s protocol-trained checkpoint (see the module docstring)."""
     conversations = (
-        protocol_conversation(family, protocol_image_png(size, variant))
-        for size, variant in TRAIN_IMAGES
+        conversation
+        for sample in PROTOCOL_TRAIN_SAMPLES[family]
+        for conversation in sample_conversations(family, sample)
     )
-    return recipe_digest(RECIPE_MODULES, family, conversations)
+    return recipe_digest(recipe_modules(family), family_entry(family), conversations)
 
 
 def build_once(
@@ -167,13 +212,15 @@ def _remove_stale_temporaries(root: pathlib.Path) -> None:
 
 def trained_protocol_model(family: TinyFamily) -> pathlib.Path:
     """The protocol-trained tiny checkpoint of `family`: from the cache, else trained now (well
-    under a minute on 2 CPU cores) and cached under `cache_root()`."""
-    if family not in BUILDERS:
+    under a minute on 2 CPU cores; Qwen3-VL, trained on whole conversations, about two) and
+    cached under `cache_root()`."""
+    if family not in FAMILY_RECIPE_MODULES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     key = protocol_cache_key(family)
+    build_base = FAMILY_RECIPE_MODULES[family][-1].build_protocol_base
 
     def build(scratch: pathlib.Path) -> pathlib.Path:
-        trained = build_protocol_model(family, scratch)
+        trained = build_protocol_model(family, scratch, build_base)
         report = TrainingReport(**read_training_report(trained))
         write_report(trained, report, cache_key=key)
         return trained
@@ -182,7 +229,7 @@ def trained_protocol_model(family: TinyFamily) -> pathlib.Path:
 
 
 def main() -> None:
-    """`python -m zoom_refine.testing`: train (or find) both protocol models, print their reports."""
+    """`python -m zoom_refine.testing`: train (or find) every protocol model, print its report."""
     for name in FAMILIES:
         location = trained_protocol_model(name)
         print(location, read_training_report(location))

@@ -1,39 +1,40 @@
 """Training the tiny models on their fixed replies: the conversations the real graph sends,
 tokenized by the checkpoint's own processor exactly as the local backend does, labels on the
 replies only, and one training loop (`fit_reply_windows`) for the protocol models here and the
-tool-calling model (`tool_models`).
+tool-calling models (`tool_models`). Only the language model learns; the vision tower stays as
+built.
 
 Under sliding-window attention a reply depends only on its window (the end of the prompt before
 it, never an image), so each step trains on the distinct reply windows (`reply_windows`), not
 the 3,000-token conversations: the same gradients for every weight that gets one, a hundredth of
-the cost. A model is kept only once greedy decoding of a held-out conversation reproduces every
-reply exactly.
+the cost. A decoder without a sliding window (Qwen3-VL's) trains on the whole conversations,
+images included (`conversation_batches`). A model is kept only once greedy decoding of held-out
+conversations reproduces every reply exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zoom_refine.testing.protocol import (
-    HELD_OUT_IMAGE,
     PROTOCOL_MAX_NEW_TOKENS,
     PROTOCOL_MAX_PATCHES,
-    PROTOCOL_REPLIES,
-    TRAIN_IMAGES,
-    TinyFamily,
-    protocol_conversation,
-    protocol_image_png,
-    protocol_requests,
+    sample_conversations,
+    sample_requests,
 )
-from zoom_refine.testing.tiny_internvl import build_tiny_internvl3
+from zoom_refine.testing.protocol_families import (
+    PROTOCOL_HELD_OUT,
+    PROTOCOL_TRAIN_SAMPLES,
+    TinyFamily,
+)
 from zoom_refine.testing.tiny_parts import CHAT_TOKENS, save_checkpoint
-from zoom_refine.testing.tiny_qwen import build_tiny_qwen2_5_vl
 
 if TYPE_CHECKING:  # imported where used: `import zoom_refine.testing` stays free of torch
     import torch
@@ -53,7 +54,9 @@ TRAIN_SEED = 0
 REPORT_FILE = "protocol_training.json"
 """Written last into a trained checkpoint: steps, seconds, final loss, cache key."""
 
-BUILDERS = {"internvl3": build_tiny_internvl3, "qwen2_5_vl": build_tiny_qwen2_5_vl}
+Batch = dict[str, Any]
+"""One training example: the model's keyword inputs (`input_ids`, `labels`, and for a whole
+conversation its `pixel_values` and the like), each with a batch dimension of 1."""
 
 
 def encode(
@@ -124,13 +127,16 @@ class TrainingReport:
     """Wall time of `train_protocol_model`: setup, training, the held-out check, saving."""
     final_loss: float
     windows: int
-    """Distinct reply windows trained on."""
+    """Distinct reply windows trained on (whole conversations when `sliding_window` is None)."""
     window_tokens: int
     """Tokens of those windows together (what one step runs)."""
     label_tokens: int
     """Reply tokens among them (with each reply's closing `<|im_end|>`)."""
     conversation_tokens: list[int]
     """Tokens of each full training conversation, image tokens included."""
+    sliding_window: int | None = None
+    """The decoder's attention span in tokens; None: full attention (trained on whole
+    conversations)."""
 
 
 def reply_windows(
@@ -174,44 +180,45 @@ def _plain_text(ids: torch.Tensor, image_ids: Collection[int] | None) -> bool:
     return bool((ids < 256 + len(CHAT_TOKENS)).all())
 
 
-def windows_loss(model: Any, windows: Sequence[Any], *, train: bool) -> tuple[float, bool]:
-    """Mean loss over `windows` (pairs of token ids and labels, each (1, n); backpropagated when
-    `train`), and whether every labelled token is the model's argmax."""
+def windows_loss(model: Any, batches: Sequence[Batch], *, train: bool) -> tuple[float, bool]:
+    """Mean loss over `batches` (reply windows or whole conversations, `Batch`; backpropagated
+    when `train`), and whether every labelled token is the model's argmax."""
     import torch
 
     total, exact = 0.0, True
-    for ids, labels in windows:
+    for batch in batches:
         with torch.set_grad_enabled(train):
-            output = model(input_ids=ids, labels=labels)
+            output = model(**batch)
         if train:
-            (output.loss / len(windows)).backward()
-        total += float(output.loss.detach()) / len(windows)
-        predicted, target = output.logits[0, :-1].argmax(-1), labels[0, 1:]
+            (output.loss / len(batches)).backward()
+        total += float(output.loss.detach()) / len(batches)
+        predicted, target = output.logits[0, :-1].argmax(-1), batch["labels"][0, 1:]
         exact = exact and bool((predicted[target != -100] == target[target != -100]).all())
     return total, exact
 
 
 def fit_reply_windows(
     model: Any,
-    windows: Sequence[Any],
+    batches: Sequence[Batch],
     reproduces: Callable[[], bool],
     *,
     lr: float = TRAIN_LR,
     max_steps: int = TRAIN_MAX_STEPS,
 ) -> tuple[int | None, float]:
-    """The one training loop of the tiny models: full-batch AdamW on `windows` (seeded) until the
-    loss is under `TRAIN_TARGET_LOSS` with every reply token the argmax, then every
-    `TRAIN_CHECK_EVERY` steps ask `reproduces()` (greedy decoding of held-out conversations, the
-    model in eval mode). Returns (the step it learned at, or None after `max_steps`; the loss)."""
+    """The one training loop of the tiny models: full-batch AdamW on `batches` (seeded; only the
+    language model learns, `freeze_vision`) until the loss is under `TRAIN_TARGET_LOSS` with
+    every reply token the argmax, then every `TRAIN_CHECK_EVERY` steps ask `reproduces()` (greedy
+    decoding of held-out conversations, the model in eval mode). Returns (the step it learned
+    at, or None after `max_steps`; the loss)."""
     import torch
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(freeze_vision(model), lr=lr, weight_decay=0.0)
     loss, ready_at = float("inf"), None
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), one_thread():
         torch.manual_seed(TRAIN_SEED)
         model.train()
         for step in range(1, max_steps + 1):
-            loss, exact = windows_loss(model, windows, train=True)
+            loss, exact = windows_loss(model, batches, train=True)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ready_at is None and exact and loss < TRAIN_TARGET_LOSS:
@@ -222,6 +229,30 @@ def fit_reply_windows(
                     return step, loss
                 model.train()
     return None, loss
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread while the block runs (restored after): the tiny models' matrices
+    are too small to share out, several threads only wait for each other (several times slower
+    on a busy machine), and one thread sums in one order everywhere."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def freeze_vision(model: Any) -> list[Any]:
+    """Freeze every weight outside the language model and its output head (vision tower,
+    projector) and return those two's: what training may change."""
+    model.requires_grad_(False)
+    model.model.language_model.requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
 def load_for_training(base_dir: pathlib.Path) -> tuple[Any, Any]:
@@ -241,21 +272,63 @@ def training_windows(
     *,
     max_patches: int | None = None,
     image_ids: Collection[int] | None = None,
-) -> tuple[list[Any], list[int]]:
+) -> tuple[list[Batch], list[int]]:
     """The distinct reply windows (`reply_windows`) of `conversations` (HF format, replies
-    included), in order, each a (2, 1, n) tensor of ids and labels; and the token count of each
-    whole conversation, image tokens included."""
+    included), in order, each a `Batch` of ids and labels; and the token count of each whole
+    conversation, image tokens included."""
     conversation_tokens, pieces = [], {}
     for conversation in conversations:
         encoded = encode(processor, conversation, generation=False, max_patches=max_patches)
         input_ids = encoded["input_ids"]
-        labels = assistant_labels(input_ids, processor.tokenizer)
-        if int((labels != -100).sum()) == 0:
-            raise RuntimeError("no assistant reply found in the training conversation")
+        labels = labelled(input_ids, processor.tokenizer)
         conversation_tokens.append(int(input_ids.shape[1]))
         for piece in reply_windows(input_ids, labels, window, image_ids=image_ids):
             pieces[tuple(piece.flatten().tolist())] = piece  # identical windows train once
-    return [piece.unsqueeze(1) for piece in pieces.values()], conversation_tokens
+    batches = [{"input_ids": piece[:1], "labels": piece[1:]} for piece in pieces.values()]
+    return batches, conversation_tokens
+
+
+def conversation_batches(
+    processor: Any, conversations: Sequence[list[Any]], *, max_patches: int | None = None
+) -> tuple[list[Batch], list[int]]:
+    """Each of `conversations` (HF format, replies included) whole, as the processor encodes it
+    (images included) with labels on the replies: what a decoder without a sliding window trains
+    on; and the token count of each."""
+    batches, conversation_tokens = [], []
+    for conversation in conversations:
+        encoded = dict(encode(processor, conversation, generation=False, max_patches=max_patches))
+        encoded["labels"] = labelled(encoded["input_ids"], processor.tokenizer)
+        batches.append(encoded)
+        conversation_tokens.append(int(encoded["input_ids"].shape[1]))
+    return batches, conversation_tokens
+
+
+def labelled(input_ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """`assistant_labels`, refusing a conversation without a reply."""
+    labels = assistant_labels(input_ids, tokenizer)
+    if int((labels != -100).sum()) == 0:
+        raise RuntimeError("no assistant reply found in the training conversation")
+    return labels
+
+
+def training_batches(
+    processor: Any,
+    model: Any,
+    conversations: Sequence[list[Any]],
+    *,
+    max_patches: int | None = None,
+    image_ids: Collection[int] | None = None,
+) -> tuple[list[Batch], list[int], int | None]:
+    """What `model` trains on: the reply windows of `conversations` under sliding-window
+    attention, else the whole conversations; their token counts; the window (None: full)."""
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    if window:
+        batches, tokens = training_windows(
+            processor, conversations, window, max_patches=max_patches, image_ids=image_ids
+        )
+    else:
+        batches, tokens = conversation_batches(processor, conversations, max_patches=max_patches)
+    return batches, tokens, window
 
 
 def train_protocol_model(
@@ -266,70 +339,73 @@ def train_protocol_model(
     lr: float = TRAIN_LR,
     max_steps: int = TRAIN_MAX_STEPS,
 ) -> pathlib.Path:
-    """Fine-tune the checkpoint in `base_dir` (built with `sliding_window=PROTOCOL_WINDOW`) on the
-    protocol and save it into `out_dir`.
+    """Fine-tune the checkpoint in `base_dir` on the protocol and save it into `out_dir`.
 
-    The data: the 4-turn conversation the real graph sends for each `TRAIN_IMAGES` entry, as
-    reply windows (`training_windows`). Full-batch AdamW until the loss is under
-    `TRAIN_TARGET_LOSS` and every reply token is the argmax; then greedy decoding through the
-    whole held-out conversation (`HELD_OUT_IMAGE`, another size and scene) must reproduce the four
-    replies exactly, else training goes on (checked every `TRAIN_CHECK_EVERY` steps) up to
-    `max_steps`, after which it fails with RuntimeError.
+    The data: the conversations the real graph sends for each of the family's training samples
+    (`PROTOCOL_TRAIN_SAMPLES`, `protocol.sample_conversations`: the protocol's 4 turns, and the
+    baseline's one where the family has a baseline reply), as reply windows when the decoder has
+    a sliding window (built with `sliding_window=PROTOCOL_WINDOW`), else whole
+    (`training_batches`). Full-batch AdamW until the loss is under `TRAIN_TARGET_LOSS` and every
+    reply token is the argmax; then greedy decoding of every request of each held-out sample
+    (`PROTOCOL_HELD_OUT`: other sizes, scenes and questions) must reproduce its reply exactly,
+    else training goes on (checked every `TRAIN_CHECK_EVERY` steps) up to `max_steps`, after
+    which it fails with RuntimeError.
     """
     from zoom_refine.agent.local.model import to_hf_conversation
 
     started = time.perf_counter()
     processor, model = load_for_training(base_dir)
-    window = model.config.get_text_config().sliding_window
-    if not window:
-        raise ValueError(f"{base_dir} has no sliding window: build it with sliding_window=...")
     max_patches = protocol_max_patches(family)
     conversations = [
-        to_hf_conversation(protocol_conversation(family, protocol_image_png(size, variant)))
-        for size, variant in TRAIN_IMAGES
+        to_hf_conversation(conversation)
+        for sample in PROTOCOL_TRAIN_SAMPLES[family]
+        for conversation in sample_conversations(family, sample)
     ]
-    windows, conversation_tokens = training_windows(
-        processor, conversations, window, max_patches=max_patches
+    batches, conversation_tokens, window = training_batches(
+        processor, model, conversations, max_patches=max_patches
     )
-    replies = PROTOCOL_REPLIES[family]
     held_out = [
-        to_hf_conversation(request)
-        for request in protocol_requests(family, protocol_image_png(*HELD_OUT_IMAGE))
+        (to_hf_conversation(request), reply)
+        for sample in PROTOCOL_HELD_OUT[family]
+        for request, reply in sample_requests(family, sample)
     ]
 
     def reproduces() -> bool:
         return all(
             greedy_reply(model, processor, request, max_patches=max_patches) == reply
-            for request, reply in zip(held_out, replies, strict=True)
+            for request, reply in held_out
         )
 
-    step, loss_value = fit_reply_windows(model, windows, reproduces, lr=lr, max_steps=max_steps)
+    step, loss_value = fit_reply_windows(model, batches, reproduces, lr=lr, max_steps=max_steps)
     if step is None:
         raise RuntimeError(
             f"tiny {family} did not learn the protocol in {max_steps} steps (loss {loss_value:.4f})"
         )
     model.eval()
-    loss_value, _ = windows_loss(model, windows, train=False)
+    loss_value, _ = windows_loss(model, batches, train=False)
     save_checkpoint(out_dir, processor, model)
     report = TrainingReport(
         family=family,
         steps=step,
         seconds=round(time.perf_counter() - started, 2),
         final_loss=loss_value,
-        windows=len(windows),
-        window_tokens=sum(int(ids.shape[1]) for ids, _ in windows),
-        label_tokens=sum(int((labels != -100).sum()) for _, labels in windows),
+        windows=len(batches),
+        window_tokens=sum(int(batch["input_ids"].shape[1]) for batch in batches),
+        label_tokens=sum(int((batch["labels"] != -100).sum()) for batch in batches),
         conversation_tokens=conversation_tokens,
+        sliding_window=window,
     )
     write_report(out_dir, report)
     return pathlib.Path(out_dir)
 
 
-def build_protocol_model(family: TinyFamily, scratch: pathlib.Path) -> pathlib.Path:
-    """Build the random checkpoint of `family` with `PROTOCOL_WINDOW` in `scratch`, train it on
-    the protocol, and return the folder of the trained one (also in `scratch`)."""
-    base = BUILDERS[family](scratch / "base", sliding_window=PROTOCOL_WINDOW)
-    return train_protocol_model(base, scratch / "trained", family)
+def build_protocol_model(
+    family: TinyFamily, scratch: pathlib.Path, build_base: Callable[[pathlib.Path], pathlib.Path]
+) -> pathlib.Path:
+    """Build the random checkpoint of `family` in `scratch` with `build_base` (the family's
+    recipe: `build_protocol_base` of its module), train it on the protocol, and return the folder
+    of the trained one (also in `scratch`)."""
+    return train_protocol_model(build_base(scratch / "base"), scratch / "trained", family)
 
 
 def write_report(out_dir: pathlib.Path, report: TrainingReport, **extra: Any) -> None:

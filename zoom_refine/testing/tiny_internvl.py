@@ -5,8 +5,10 @@ tower and a 1-layer Qwen2 decoder with tiny widths. The weights are seeded noise
 
 from __future__ import annotations
 
+import pathlib
 from typing import TYPE_CHECKING
 
+from zoom_refine.testing.protocol_training import PROTOCOL_WINDOW
 from zoom_refine.testing.tiny_parts import (
     CHAT_TOKENS,
     TinyRecipe,
@@ -17,7 +19,13 @@ from zoom_refine.testing.tiny_parts import (
 )
 
 if TYPE_CHECKING:  # imported where used: `import zoom_refine.testing` stays free of torch
-    from transformers import InternVLForConditionalGeneration, InternVLProcessor, Qwen2Tokenizer
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        PretrainedConfig,
+        Qwen2Tokenizer,
+    )
 
 # The -hf InternVL3 template, as written by transformers' conversion script: every image block
 # becomes one `<IMG_CONTEXT>` line, which InternVLProcessor expands to
@@ -88,15 +96,21 @@ def build_tiny_internvl3_model(
 ) -> InternVLForConditionalGeneration:
     """A 1-layer vision tower and a 1-layer Qwen2 decoder with tiny widths, seeded weights.
     `sliding_window` (tokens) turns the decoder layer into sliding-window attention."""
-    from transformers import (
-        InternVLConfig,
-        InternVLForConditionalGeneration,
-        InternVLVisionConfig,
-        Qwen2Config,
-    )
+    from transformers import InternVLForConditionalGeneration, Qwen2Config
 
     decoder = tiny_decoder(tokenizer, max_position_embeddings=8192, sliding_window=sliding_window)
     text_config = Qwen2Config(**decoder, tie_word_embeddings=True)
+    config = tiny_internvl_config(tokenizer, text_config, tied=True)
+    return seeded_model(InternVLForConditionalGeneration, config, tokenizer)
+
+
+def tiny_internvl_config(
+    tokenizer: Qwen2Tokenizer, text_config: PretrainedConfig, *, tied: bool
+) -> InternVLConfig:
+    """The InternVL config around `text_config`: a 1-layer vision tower with tiny widths, the
+    tile and token layout of the tiny processor; `tied` = output head tied to the embeddings."""
+    from transformers import InternVLConfig, InternVLVisionConfig
+
     vision_config = InternVLVisionConfig(
         hidden_size=32,
         intermediate_size=64,
@@ -105,15 +119,14 @@ def build_tiny_internvl3_model(
         image_size=TILE_PX,
         patch_size=PATCH_PX,
     )
-    config = InternVLConfig(
+    return InternVLConfig(
         vision_config=vision_config,
         text_config=text_config,
         image_token_id=token_id(tokenizer, "<IMG_CONTEXT>"),
         image_seq_length=IMAGE_SEQ_LENGTH,
         downsample_ratio=0.5,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
     )
-    return seeded_model(InternVLForConditionalGeneration, config, tokenizer)
 
 
 build_tiny_internvl3 = TinyRecipe(
@@ -121,3 +134,9 @@ build_tiny_internvl3 = TinyRecipe(
 )
 """Save a tiny random InternVL3-hf checkpoint (model, tokenizer, processor) into a folder:
 `build_tiny_internvl3(out_dir, sliding_window=None)`."""
+
+
+def build_protocol_base(out_dir: pathlib.Path) -> pathlib.Path:
+    """The random InternVL3 checkpoint the protocol model is trained from (`protocol_training`):
+    sliding-window attention over `PROTOCOL_WINDOW` tokens in the decoder layer."""
+    return build_tiny_internvl3(out_dir, sliding_window=PROTOCOL_WINDOW)

@@ -15,13 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zoom_refine.testing.tiny_internvl import (
-    IMAGE_SEQ_LENGTH,
-    PATCH_PX,
-    TILE_PX,
     build_tiny_internvl_processor,
     build_tiny_tokenizer,
+    tiny_internvl_config,
 )
-from zoom_refine.testing.tiny_parts import TinyRecipe, seeded_model, tiny_decoder, token_id
+from zoom_refine.testing.tiny_parts import TinyRecipe, seeded_model, tiny_decoder
 
 if TYPE_CHECKING:  # imported where used: `import zoom_refine.testing` stays free of torch
     from transformers import InternVLForConditionalGeneration, Qwen2Tokenizer
@@ -39,33 +37,13 @@ def build_tiny_internvl35_model(
     """A 1-layer InternViT-style vision tower and a 1-layer Qwen3 decoder with tiny widths and
     an untied output head (as InternVL3.5-8B's), seeded weights. `sliding_window` (tokens) turns
     the decoder layer into sliding-window attention."""
-    from transformers import (
-        InternVLConfig,
-        InternVLForConditionalGeneration,
-        InternVLVisionConfig,
-        Qwen3Config,
-    )
+    from transformers import InternVLForConditionalGeneration, Qwen3Config
 
     decoder = tiny_decoder(
         tokenizer, max_position_embeddings=MAX_POSITIONS, sliding_window=sliding_window
     )
     text_config = Qwen3Config(**decoder, head_dim=QWEN3_HEAD_DIM, tie_word_embeddings=False)
-    vision_config = InternVLVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=TILE_PX,
-        patch_size=PATCH_PX,
-    )
-    config = InternVLConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=token_id(tokenizer, "<IMG_CONTEXT>"),
-        image_seq_length=IMAGE_SEQ_LENGTH,
-        downsample_ratio=0.5,
-        tie_word_embeddings=False,
-    )
+    config = tiny_internvl_config(tokenizer, text_config, tied=False)
     return seeded_model(InternVLForConditionalGeneration, config, tokenizer)
 
 

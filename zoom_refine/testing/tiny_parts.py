@@ -8,7 +8,8 @@ torch, tokenizers and transformers are imported inside the functions, so importi
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,21 +27,26 @@ def build_byte_level_tokenizer(
     chat_template: str,
     extra_special_tokens: dict[str, str] | None = None,
     model_max_length: int = 8192,
+    merges: Sequence[tuple[str, str]] = (),
 ) -> Qwen2Tokenizer:
-    """Qwen2 tokenizer over byte-level BPE with no merges (one token per byte) plus `specials`,
-    numbered after the 256 byte symbols in the order given."""
+    """Qwen2 tokenizer over byte-level BPE plus `specials`, numbered after the 256 byte symbols
+    in the order given; with no `merges` one token per byte, else each merge's token numbered
+    after the specials (`learn_merges`)."""
     from tokenizers import AddedToken, pre_tokenizers  # a dependency of transformers
     from transformers import Qwen2Tokenizer
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {symbol: index for index, symbol in enumerate(alphabet)}
     vocab.update({token: len(alphabet) + index for index, token in enumerate(specials)})
+    for first, second in merges:
+        vocab.setdefault(first + second, len(vocab))
     options: dict[str, Any] = {"unk_token": None}
     if extra_special_tokens:
         options["extra_special_tokens"] = dict(extra_special_tokens)
+    pairs: Any = [tuple(merge) for merge in merges]  # the stub says "a b" strings; tuples work
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
-        merges=[],
+        merges=pairs,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=chat_template,
@@ -49,6 +55,43 @@ def build_byte_level_tokenizer(
     )
     tokenizer.add_tokens([AddedToken(token, special=True) for token in specials])
     return tokenizer
+
+
+def learn_merges(tokenizer: Any, texts: Iterable[str], count: int) -> list[tuple[str, str]]:
+    """Up to `count` byte-pair merges learned from `texts` split by `tokenizer`'s own
+    pre-tokenizer: each time the most frequent adjacent pair (ties: the smaller pair), so the
+    same texts always give the same merges. A tokenizer with them writes English prompts in about
+    a third of the tokens one per byte takes."""
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    words = Counter(piece for text in texts for piece, _ in pre_tokenizer.pre_tokenize_str(text))
+    symbols = {word: list(word) for word in words}
+    merges: list[tuple[str, str]] = []
+    while len(merges) < count:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, frequency in words.items():
+            for pair in zip(symbols[word], symbols[word][1:], strict=False):
+                pairs[pair] += frequency
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for word in words:
+            symbols[word] = _merged(symbols[word], best)
+    return merges
+
+
+def _merged(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """`symbols` with every adjacent `pair` joined, left to right."""
+    out: list[str] = []
+    index = 0
+    while index < len(symbols):
+        if index + 1 < len(symbols) and (symbols[index], symbols[index + 1]) == pair:
+            out.append(pair[0] + pair[1])
+            index += 2
+        else:
+            out.append(symbols[index])
+            index += 1
+    return out
 
 
 def token_id(tokenizer: Any, token: str) -> int:

@@ -7,10 +7,12 @@ tower settings and model tail serve the Qwen3-VL recipe (`tiny_qwen3`) too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import pathlib
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoom_refine.agent import families
+from zoom_refine.testing.protocol_training import PROTOCOL_WINDOW
 from zoom_refine.testing.tiny_parts import (
     Model,
     TinyRecipe,
@@ -92,10 +94,11 @@ def qwen_resized_size(width: int, height: int) -> tuple[int, int]:
     )
 
 
-def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
-    """The Qwen2.5-VL tokenizer: byte-level, with Qwen's chat, grounding and vision specials."""
+def build_tiny_qwen_tokenizer(merges: Sequence[tuple[str, str]] = ()) -> Qwen2Tokenizer:
+    """The Qwen2.5-VL tokenizer: byte-level (with `merges`, if any), with Qwen's chat, grounding
+    and vision specials."""
     return build_byte_level_tokenizer(
-        QWEN_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE, model_max_length=32768
+        QWEN_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE, model_max_length=32768, merges=merges
     )
 
 
@@ -194,3 +197,9 @@ build_tiny_qwen2_5_vl = TinyRecipe(
 )
 """Save a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) into a folder:
 `build_tiny_qwen2_5_vl(out_dir, sliding_window=None)`."""
+
+
+def build_protocol_base(out_dir: pathlib.Path) -> pathlib.Path:
+    """The random Qwen2.5-VL checkpoint the protocol model is trained from (`protocol_training`):
+    sliding-window attention over `PROTOCOL_WINDOW` tokens in the decoder layer."""
+    return build_tiny_qwen2_5_vl(out_dir, sliding_window=PROTOCOL_WINDOW)
