@@ -335,3 +335,26 @@ def test_the_agent_prompt_through_vllm_is_the_in_process_one(
     assert {key: local[key] for key in first_prompts(records)} == first_prompts(records)
     steps = [r["steps"][0] for r in [*records, *local_records] if r["method"] == "agent"]
     assert {step["tool_prompt"] for step in steps} == {"ours"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_ask_gives_the_same_first_step_in_process_and_through_vllm(
+    method: str, vllm_internvl35: RunningServer, checkpoint: Path, tmp_path: Path
+) -> None:
+    """`zoom-refine ask --method M` both ways: the first view is the tile canvas, and the first
+    call costs the same visual and prompt tokens (the random replies after it may differ)."""
+    image = tmp_path / "ask.png"
+    photo_like(UHD, seed=37).save(image)
+    args = ["ask", str(image), "What is written on the sign?", "--method", method, "--json"]
+    args += ["--max-patches", str(BUDGET)]
+    firsts = []
+    for model_args in (["--model", f"hf:{checkpoint}"], served_args(vllm_internvl35)):
+        result = CliRunner().invoke(app, [*args, *model_args])
+        assert result.exit_code == 0, result.output
+        state = json.loads(result.stdout)
+        assert state["views"][0]["size"] == list(UHD_CANVAS)
+        first = state["steps"][0]
+        firsts.append((first["view_size"], first["visual_tokens"], first["usage"]["input_tokens"]))
+    assert firsts[0] == firsts[1]
+    assert firsts[0][:2] == (list(UHD_CANVAS), 3 * TOKENS_PER_TILE)
