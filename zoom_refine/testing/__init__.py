@@ -10,7 +10,8 @@
   real. One import for the recipes (`tiny_internvl`, `tiny_qwen`, `tiny_qwen3`, their shared
   `tiny_parts`), each family's replies (`protocol_families`), the protocol (`protocol`), its
   training (`protocol_training`) and the cache (`model_cache`); `tiny_qwen3` (the random
-  Qwen3-VL builder), `tiny_internvl35` (a random InternVL3.5) and `tool_models` (a Qwen2.5-VL and
+  Qwen3-VL builder), `tiny_qwen3_moe` (a random Qwen3-VL-MoE, experts in the released layout),
+  `tiny_internvl35` (a random InternVL3.5) and `tool_models` (a Qwen2.5-VL and
   a Qwen3-VL trained to call the zoom tool, `trained_tool_model(family)`) are imported by name.
 - `vllm_env`: a separate venv with vLLM's CPU release, built once and cached by recipe
   (`ensure_vllm_env`), to serve those checkpoints with a real vLLM (not imported here).

@@ -85,6 +85,21 @@ def build_tiny_qwen3_vl_model(tokenizer: Any, *, blind: bool = False, layers: in
     output projections zero, so every image token reaches the decoder as the zero vector."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+    model = seeded_qwen_vl(
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        tokenizer,
+        tiny_qwen3_text_config(tokenizer, layers=layers),
+        tiny_qwen3_vision_config(),
+    )
+    if blind:
+        blind_merger(model)
+    return model
+
+
+def tiny_qwen3_text_config(tokenizer: Any, *, layers: int = 1) -> dict[str, Any]:
+    """The decoder's settings: `layers` layers of tiny widths, head size 32, interleaved
+    multimodal rotary positions over (time, height, width)."""
     text_config = tiny_decoder(tokenizer, max_position_embeddings=32768)
     text_config["head_dim"] = 32
     text_config["num_hidden_layers"] = layers
@@ -95,19 +110,19 @@ def build_tiny_qwen3_vl_model(tokenizer: Any, *, blind: bool = False, layers: in
         "mrope_section": [6, 5, 5],
         "mrope_interleaved": True,
     }
-    vision_config = tiny_qwen_vision(
+    return text_config
+
+
+def tiny_qwen3_vision_config() -> dict[str, Any]:
+    """The vision tower's settings: 2 blocks over 16-px patches merged 2 x 2, one deepstack
+    level."""
+    return tiny_qwen_vision(
         QWEN3_PATCH_PX,
         QWEN3_MERGE_SIZE,
         QWEN3_TEMPORAL_PATCH_SIZE,
         num_position_embeddings=144,
         deepstack_visual_indexes=[0],
     )
-    model = seeded_qwen_vl(
-        Qwen3VLConfig, Qwen3VLForConditionalGeneration, tokenizer, text_config, vision_config
-    )
-    if blind:
-        blind_merger(model)
-    return model
 
 
 def blind_merger(model: Any) -> None:
