@@ -12,7 +12,8 @@ compared with the folder's `config.json`:
   one `RunSettingsChangedError` line naming each setting, old → new, and the ways on (a new
   `--out`, or `--resume-anyway`).
 - Only result-neutral settings differ (`RESULT_NEUTRAL_SETTINGS`: which samples run, where the
-  data lies or the server listens, how long to wait, and the package version): the run goes on.
+  data lies or the server listens, how long to wait, and the package version; and the agent's
+  own settings when neither run has `--method agent`): the run goes on.
 - Settings that are never recorded (`UNRECORDED_SETTINGS`: concurrency, --ids, --retry-errors,
   --trace-db, the API key) cannot differ and may change freely.
 
@@ -31,6 +32,7 @@ version) is not compared.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,9 @@ CONTEXT_KEY = "context"
 VERSION_KEY = "zoom_refine_version"
 PROMPTS_KEY = "prompts"
 PROMPTS_FILE_KEY = "prompts_file"
+AGENT_METHOD = "agent"
+AGENT_PANEL = "agent"
+"""`metadata["cli"]["panel"]` of the `ZoomContext` fields only `--method agent` reads."""
 
 RESULT_NEUTRAL_SETTINGS: frozenset[str] = frozenset(
     {
@@ -136,8 +141,31 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 
 
 def result_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    """The differing settings that change results (all but `RESULT_NEUTRAL_SETTINGS`)."""
-    return [change for change in changes(old, new) if change.name not in RESULT_NEUTRAL_SETTINGS]
+    """The differing settings that change results: all but `RESULT_NEUTRAL_SETTINGS`, and but the
+    agent's own settings (`agent_only_settings`) when neither config runs `--method agent`."""
+    neutral = set(RESULT_NEUTRAL_SETTINGS)
+    if not any(AGENT_METHOD in _methods(config) for config in (old, new)):
+        neutral |= agent_only_settings()
+    return [change for change in changes(old, new) if change.name not in neutral]
+
+
+def agent_only_settings() -> frozenset[str]:
+    """`ZoomContext` fields only `--method agent` reads (the agent panel of the CLI: which tool
+    is offered and how calls travel): they cannot change a baseline or zoom-refine prediction,
+    so a resume of such a run does not compare them (an older default, e.g. `tool_convention`
+    `crop` before `auto`, then refuses nothing)."""
+    from zoom_refine.agent.context import ZoomContext
+
+    return frozenset(
+        item.name
+        for item in dataclasses.fields(ZoomContext)
+        if item.metadata.get("cli", {}).get("panel") == AGENT_PANEL
+    )
+
+
+def _methods(config: dict[str, Any]) -> list[Any]:
+    methods = config.get("methods")
+    return methods if isinstance(methods, list) else [AGENT_METHOD]  # unknown: assume it ran
 
 
 def resumed_config(

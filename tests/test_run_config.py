@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 
 from zoom_refine import ZoomContext
 from zoom_refine.cli import app
-from zoom_refine.evals.run_config import RESULT_NEUTRAL_SETTINGS, resumed_config, settings
+from zoom_refine.evals.run_config import (
+    RESULT_NEUTRAL_SETTINGS,
+    agent_only_settings,
+    resumed_config,
+    settings,
+)
 from zoom_refine.evals.runner import EvalPlan, run_config, run_eval
 from zoom_refine.testing import RuleVisionModel, ScriptedVisionModel
 from zoom_refine.tools.errors import RunSettingsChangedError
@@ -215,13 +220,51 @@ def test_every_recorded_setting_but_the_neutral_ones_is_compared(
         target = old if name in old else old["context"]
         target[name] = ["something else"]
         (out / "config.json").write_text(json.dumps(old))
-        if name in RESULT_NEUTRAL_SETTINGS:
+        if name in RESULT_NEUTRAL_SETTINGS or name in agent_only_settings():  # no agent here
             written = resumed_config(out, new)
             assert written["previous_configs"] == [old], name
         else:
             with pytest.raises(RunSettingsChangedError, match=rf' {name} \["something else"\] → '):
                 resumed_config(out, new)
             assert resumed_config(out, new, resume_anyway=True)["previous_configs"] == [old]
+
+
+@pytest.mark.parametrize(
+    ("old_methods", "new_methods", "refused"),
+    [
+        (["zoom-refine"], ["zoom-refine"], False),
+        (["baseline", "zoom-refine"], ["baseline", "zoom-refine"], False),
+        (["agent"], ["agent"], True),
+        (["zoom-refine", "agent"], ["zoom-refine", "agent"], True),
+        (None, ["zoom-refine"], True),  # methods unrecorded: the agent may have run
+    ],
+)
+def test_the_agents_settings_count_only_where_the_agent_runs(
+    tmp_path: Path, hr_bench: Path, old_methods: Any, new_methods: list[str], refused: bool
+) -> None:
+    """A folder made before `tool_convention` defaulted to `auto` (it was `crop`): resumed
+    without `--resume-anyway` when no run has the agent, which alone reads the setting."""
+    out = tmp_path / "run"
+    out.mkdir()
+    plan = EvalPlan(benchmark="hr-bench", data=hr_bench, out=out, methods=tuple(new_methods))
+    new = run_config(plan, ZoomContext(model=RuleVisionModel()))
+    assert new["context"]["tool_convention"] == "auto"
+    old = json.loads(json.dumps(new))
+    old["context"] |= {"tool_convention": "crop", "tool_call_format": "text"}
+    if old_methods is None:
+        del old["methods"]
+    else:
+        old["methods"] = old_methods
+    (out / "config.json").write_text(json.dumps(old))
+    if refused:
+        with pytest.raises(RunSettingsChangedError, match=r' tool_convention "crop" → "auto"'):
+            resumed_config(out, new)
+        # Named as they were made (`--tool-convention crop --tool-call-format text`): resumed.
+        new["context"] |= {"tool_convention": "crop", "tool_call_format": "text"}
+        assert "previous_configs" not in resumed_config(out, new)
+    else:
+        assert resumed_config(out, new)["previous_configs"] == [old]
+    assert agent_only_settings() == {"tool_convention", "tool_call_format", "tool_images"}
 
 
 @pytest.mark.reliability(
