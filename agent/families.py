@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from zoom_refine.tools.errors import InvalidInputError
+
 Family = Literal["internvl", "qwen2_5_vl", "qwen3_vl", "other"]
 
 MODEL_TYPES: dict[str, Family] = {
@@ -54,6 +56,11 @@ BUDGET_STARVED = (
 def family_from_model_type(model_type: str | None) -> Family:
     """The family of a transformers `config.model_type` (e.g. `internvl`, `qwen2_5_vl`)."""
     return MODEL_TYPES.get(model_type or "", "other")
+
+
+QWEN_MAX_ASPECT = 200
+"""The longest side over the shortest a Qwen-VL processor accepts (its `smart_resize` refuses
+more)."""
 
 
 def qwen_resized_size(
@@ -95,7 +102,11 @@ def stable_input_size(
     """`resize(size)` when the processor would leave an image of that size as it is (so a view
     made at that size is used unchanged); None otherwise (the processor would resize it again)."""
     target = resize(size)
-    return target if resize(target) == target else None
+    try:
+        again = resize(target)
+    except ValueError:  # the resized size is one the processor refuses (a Qwen aspect > 200)
+        return None
+    return target if again == target else None
 
 
 def processor_input_size(
@@ -124,11 +135,24 @@ def processor_input_size(
     if family in QWEN_FACTORS:
         factor = qwen_factor or QWEN_FACTORS[family]
         low, high = qwen_pixel_budget(family, qwen_min_pixels, qwen_max_pixels)
+        check_qwen_aspect(size)
         return stable_input_size(
             lambda s: qwen_resized_size(s, min_pixels=low, max_pixels=high, factor=factor),
             size,
         )
     return None
+
+
+def check_qwen_aspect(size: tuple[int, int]) -> None:
+    """Raise InvalidInputError, saying what to do, for an image (width, height in pixels) a
+    Qwen-VL processor refuses: longest side over shortest above `QWEN_MAX_ASPECT`."""
+    width, height = size
+    ratio = max(width, height) / max(1, min(width, height))
+    if ratio > QWEN_MAX_ASPECT:
+        raise InvalidInputError(
+            f"a {width}x{height} px image has an aspect ratio of {ratio:.0f}:1, more than the "
+            f"{QWEN_MAX_ASPECT}:1 Qwen-VL processors accept: crop or pad it to a squarer shape"
+        )
 
 
 def qwen_pixel_budget(

@@ -248,3 +248,31 @@ def test_every_qwen_view_is_a_size_its_processor_keeps(family: str, factor: int)
             == shown
         )
     assert context.shown_size((504, 449)) == ((512, 448) if factor == 32 else (504, 448))
+
+
+@pytest.mark.parametrize("size", [(20000, 90), (90, 20000), (100_000, 1)])
+def test_an_image_qwen_cannot_take_is_one_line(
+    size: tuple[int, int], tiny_qwen3_path: Path, tmp_path: Path
+) -> None:
+    """Qwen processors refuse an aspect ratio over 200:1 (transformers raised a bare ValueError
+    from inside the graph, a traceback): `ask` says so on one line, exit 2, for a local model;
+    a server's views are refused the same way before any request."""
+    from PIL import Image
+
+    from zoom_refine.tools.errors import InvalidInputError
+
+    image = tmp_path / "strip.png"
+    Image.new("RGB", size, "white").save(image)
+    args = ["ask", str(image), "What is written?", "--model", f"hf:{tiny_qwen3_path}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: a {size[0]}x{size[1]} px image has an aspect ratio of")
+    assert "200:1" in line and "Traceback" not in result.output
+    served = ZoomContext(
+        model="openai:qwen3-vl", base_url="http://127.0.0.1:9/v1", model_family="qwen3_vl"
+    )
+    with pytest.raises(InvalidInputError, match="crop or pad it"):
+        served.shown_size(size)
+    assert served.shown_size((20000, 200)) == (2048, 32)  # 100:1 is taken; 20 px rounds up
+    assert served.shown_size((20000, 101)) == (2048, 10)  # 198:1, fitted 204.8:1: left as is

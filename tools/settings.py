@@ -113,12 +113,22 @@ class ImageSettings:
             return region_size
         fitted = shown_size_for(region_size, self.view_max_side)
         step = self.model_size_step()
-        candidates = [region_size, fitted] if step else [region_size]
-        for source in candidates:
-            model_size = self.model_input_size(source)
-            if model_size is not None and _within(model_size, fitted, step):
-                return model_size
+        model_size = self.model_input_size(region_size)  # raises for a region it refuses
+        if model_size is not None and _within(model_size, fitted, step):
+            return model_size
+        if step:
+            fitted_size = self._fitted_input_size(fitted)
+            if fitted_size is not None and _within(fitted_size, fitted, step):
+                return fitted_size
         return fitted
+
+    def _fitted_input_size(self, fitted: tuple[int, int]) -> tuple[int, int] | None:
+        """`model_input_size` of the region fitted to `view_max_side`; None where the fitting's
+        rounding made a shape the model refuses though the region itself is accepted."""
+        try:
+            return self.model_input_size(fitted)
+        except InvalidInputError:
+            return None
 
     def model_input_size(self, region_size: tuple[int, int]) -> tuple[int, int] | None:
         """The size the model's processor resizes an image of `region_size` to, if known and
