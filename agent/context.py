@@ -416,9 +416,9 @@ class ZoomContext(ImageSettings):
         local = self._loaded_local_model()
         if local is not None:
             return local.size_step()
-        if _is_in_process(self.model):
+        if _is_in_process(self.model) or self.model_family == "auto":
             return 0
-        return QWEN_FACTORS.get(self.model_family, 0) if self.model_family != "auto" else 0
+        return QWEN_FACTORS.get(self.model_family, 0)
 
     def visual_tokens(self, input_size: tuple[int, int], family: Family) -> int | None:
         """Visual tokens an image costs once the processor has made it `input_size` (pixels):

@@ -96,14 +96,14 @@ def local_states(checkpoint: Path, uhd_png: Path) -> dict[str, dict[str, Any]]:
 def test_ask_runs_the_three_methods_in_process(local_states: dict[str, dict[str, Any]]) -> None:
     """The first view is made at the processor's size (which it keeps), the family is Qwen3-VL
     (0–1000 boxes; Qwen-Agent's tool for the agent), and the noise replies are recorded."""
+    kept = qwen_resized_size(
+        UHD_VIEW, min_pixels=QWEN3_MIN_PIXELS, max_pixels=QWEN3_MAX_PIXELS, factor=32
+    )
+    assert kept == UHD_VIEW
     for method, state in local_states.items():
         assert state["views"][0]["size"] == list(UHD_VIEW), method
         size, tokens, prompt = first_step(state)
         assert size == list(UHD_VIEW) and tokens == 42 * 24 and prompt > tokens
-        resized = qwen_resized_size(
-            UHD_VIEW, min_pixels=QWEN3_MIN_PIXELS, max_pixels=QWEN3_MAX_PIXELS, factor=32
-        )
-        assert resized == UHD_VIEW
     first = local_states["zoom-refine"]["steps"][0]
     assert first["box"] is None and first["note"].startswith("no box")
 

@@ -169,7 +169,7 @@ class LocalVisionChatModel(BaseChatModel):
                 max_patches=None,
                 qwen_min_pixels=self.min_pixels or int(processor.size.shortest_edge),
                 qwen_max_pixels=self.max_pixels or int(processor.size.longest_edge),
-                qwen_factor=int(processor.patch_size) * int(processor.merge_size),
+                qwen_factor=_qwen_factor(processor),
             )
         return None
 
@@ -182,7 +182,7 @@ class LocalVisionChatModel(BaseChatModel):
         family = family_from_model_type(getattr(backend.model.config, "model_type", None))
         processor: Any = getattr(backend.processor, "image_processor", None)
         if family in ("qwen2_5_vl", "qwen3_vl") and processor is not None:
-            return int(processor.patch_size) * int(processor.merge_size)
+            return _qwen_factor(processor)
         return 0
 
     def visual_tokens(self, size: tuple[int, int]) -> int | None:
@@ -199,8 +199,7 @@ class LocalVisionChatModel(BaseChatModel):
             tile = int(processor.size.height)
             return visual_tokens(family, size, tile=tile, tokens_per_tile=backend.tokens_per_tile)
         if family in ("qwen2_5_vl", "qwen3_vl") and processor is not None:
-            factor = int(processor.patch_size) * int(processor.merge_size)
-            return visual_tokens(family, size, qwen_factor=factor)
+            return visual_tokens(family, size, qwen_factor=_qwen_factor(processor))
         return None
 
     @property
@@ -440,3 +439,8 @@ def _ends_generation(backend: LocalBackend, new_ids: list[int], max_new_tokens: 
     if len(new_ids) < max_new_tokens:
         return True
     return bool(new_ids) and new_ids[-1] in _eos_ids(backend)
+
+
+def _qwen_factor(image_processor: Any) -> int:
+    """The side, in pixels, a Qwen image processor's sizes are multiples of: patch × merge."""
+    return int(image_processor.patch_size) * int(image_processor.merge_size)
